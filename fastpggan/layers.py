@@ -1,0 +1,123 @@
+"""PGGAN's layers: equalized learning rate conv and dense, pixel norm, minibatch stddev.
+
+Equalized learning rate: weights are stored as N(0, 1) samples and multiplied at run time by
+``gain / sqrt(fan_in)``, so Adam sees every layer at the same scale. The scale multiplies the
+weight tensor (small) rather than the activations (large). Biases start at zero.
+
+``act`` selects the epilogue fused after the linear part: ``"linear"`` (bias only),
+``"lrelu"`` (bias, LeakyReLU 0.2: the discriminator's) or ``"lrelu_pixelnorm"`` (bias,
+LeakyReLU 0.2, pixel norm: the generator's). Epilogues run through :mod:`fastpggan.ops`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastpggan import ops
+from fastpggan.ops import Impl
+
+Act = Literal["linear", "lrelu", "lrelu_pixelnorm"]
+ACTS: tuple[str, ...] = ("linear", "lrelu", "lrelu_pixelnorm")
+SQRT2 = math.sqrt(2.0)
+
+
+def _epilogue(x: torch.Tensor, bias: torch.Tensor, act: str, impl: Impl) -> torch.Tensor:
+    if act == "lrelu":
+        return ops.bias_lrelu(x, bias, impl=impl)
+    if act == "lrelu_pixelnorm":
+        return ops.bias_lrelu_pixelnorm(x, bias, impl=impl)
+    return x + bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+class _Equalized(nn.Module):
+    """Shared state of the equalized-LR layers: N(0,1) weight, zero bias, runtime scale."""
+
+    def __init__(self, weight_shape: tuple[int, ...], gain: float, act: Act, impl: Impl) -> None:
+        super().__init__()
+        if act not in ACTS:
+            raise ValueError(f"act must be one of {ACTS}, got {act!r}")
+        ops.check_impl(impl)
+        fan_in = math.prod(weight_shape[1:])
+        self.weight = nn.Parameter(torch.randn(weight_shape))
+        self.bias = nn.Parameter(torch.zeros(weight_shape[0]))
+        self.scale = gain / math.sqrt(fan_in)
+        self.gain = gain
+        self.act = act
+        self.impl: Impl = impl
+
+    def extra_repr(self) -> str:
+        o, i = self.weight.shape[:2]
+        return f"{i}, {o}, gain={self.gain:.4g}, act={self.act}, impl={self.impl}"
+
+
+class EqualizedConv2d(_Equalized):
+    """Square conv, stride 1, 'same' padding: ``[N, in, H, W]`` -> ``[N, out, H, W]``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        gain: float = SQRT2,
+        act: Act = "linear",
+        impl: Impl = "auto",
+    ) -> None:
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size), gain, act, impl)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, self.weight * self.scale, padding=self.padding)
+        return _epilogue(y, self.bias, self.act, self.impl)
+
+
+class EqualizedLinear(_Equalized):
+    """Dense layer: ``[N, in]`` -> ``[N, out]``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        gain: float = SQRT2,
+        act: Act = "linear",
+        impl: Impl = "auto",
+    ) -> None:
+        super().__init__((out_features, in_features), gain, act, impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight * self.scale)
+        return _epilogue(y, self.bias, self.act, self.impl)
+
+
+class PixelNorm(nn.Module):
+    """``x / sqrt(mean over channels of x**2 + 1e-8)``; ``[N, C, *]`` -> same shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.pixel_norm(x)
+
+
+class MinibatchStddev(nn.Module):
+    """Append the minibatch-stddev map: ``[N, C, H, W]`` -> ``[N, C + 1, H, W]``."""
+
+    def __init__(self, group_size: int = 4, impl: Impl = "auto") -> None:
+        super().__init__()
+        ops.check_impl(impl)
+        self.group_size = group_size
+        self.impl: Impl = impl
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.minibatch_stddev(x, self.group_size, impl=self.impl)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2: ``[N, C, H, W]`` -> ``[N, C, 2H, 2W]``."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling: ``[N, C, H, W]`` -> ``[N, C, H/2, W/2]``."""
+    return F.avg_pool2d(x, 2)

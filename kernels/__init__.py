@@ -1,0 +1,6 @@
+"""Triton kernels for PGGAN's own layers (imported as ``fastpggan.kernels``).
+
+This folder is installed under the ``fastpggan`` package (see ``pyproject.toml``), never as a
+top-level ``kernels`` module. Kernels here are raw Triton code; the public, dispatching ops that
+call them live in :mod:`fastpggan.ops`, each beside its pure-PyTorch reference.
+"""
