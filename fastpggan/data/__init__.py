@@ -1,0 +1,1 @@
+"""Image data: the built-in procedural anime faces and user image folders."""

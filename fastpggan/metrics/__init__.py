@@ -1,0 +1,1 @@
+"""Quality metrics: multi-scale sliced Wasserstein distance and FID."""

@@ -1,0 +1,1 @@
+"""Progressive training: schedule, loop, checkpoints, logging."""
