@@ -1,0 +1,1 @@
+"""Benchmarks: ``pytest bench/ --benchmark-only`` and the GPU report (``python -m bench.gpu_report``)."""

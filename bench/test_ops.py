@@ -1,0 +1,124 @@
+"""Fused ops at PGGAN's real shapes: eager reference, torch.compile(reference), Triton.
+
+Groups are ``{op}-{mode}-{shape}``; modes are ``fwd``, ``fwdbwd`` and, for the D-side ops whose
+backward WGAN-GP differentiates again, ``dblbwd``. Triton runs on CUDA only: the interpreter's
+timings mean nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+
+from bench.conftest import bench_device, bench_resolutions
+from bench.shapes import DEFAULT_BATCH, OpShape, op_shapes
+from fastpggan import ops
+
+VARIANTS = ("reference", "compiled", "triton")
+OPS: dict[str, Callable] = {
+    "g_epilogue": lambda x, b, impl: ops.bias_lrelu_pixelnorm(x, b, 1.3, impl=impl),
+    "d_epilogue": lambda x, b, impl: ops.bias_lrelu(x, b, 1.3, impl=impl),
+    "mbstd": lambda x, b, impl: ops.minibatch_stddev(x, 4, impl=impl),
+}
+MODES = {"g_epilogue": ("fwd", "fwdbwd"), "d_epilogue": ("fwd", "fwdbwd", "dblbwd"),
+         "mbstd": ("fwd", "fwdbwd", "dblbwd")}
+
+
+def _shapes_for(op: str, resolutions: list[int]) -> list[OpShape]:
+    if op != "mbstd":
+        return op_shapes(resolutions)
+    # Minibatch stddev only runs in D's 4x4 block, at the batch of the current resolution.
+    return [OpShape(4, DEFAULT_BATCH[r], 512) for r in resolutions]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" not in metafunc.fixturenames:
+        return
+    resolutions = bench_resolutions(metafunc.config)
+    cases = [
+        (op, mode, shape, variant)
+        for op in OPS
+        for shape in _shapes_for(op, resolutions)
+        for mode in MODES[op]
+        for variant in VARIANTS
+    ]
+    metafunc.parametrize(
+        "case", cases, ids=[f"{o}-{m}-{s.id}-{v}" for o, m, s, v in cases]
+    )
+
+
+def _make_call(op: str, mode: str, variant: str, x, b, gy, v) -> Callable[[], tuple]:
+    impl = "triton" if variant == "triton" else "reference"
+    fn = OPS[op]
+
+    def fwd():
+        return (fn(x, b, impl),)
+
+    def fwdbwd():
+        y = fn(x, b, impl)
+        return (y, *torch.autograd.grad(y, (x, b), gy, allow_unused=True))
+
+    def dblbwd():
+        # WGAN-GP's pattern: the input gradient is itself differentiated (w.r.t. x and gy).
+        y = fn(x, b, impl)
+        (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
+        return (y, gx, *torch.autograd.grad(gx, (x, gy), v, allow_unused=True))
+
+    def dblbwd_func():
+        # torch.compile cannot run autograd.grad(create_graph=True) (donated buffers): the same
+        # second derivative through torch.func.vjp compiles.
+        def grad_x(xx, gg):
+            return torch.func.vjp(lambda x_: fn(x_, b, impl), xx)[1](gg)[0]
+
+        y = fn(x, b, impl)
+        gx, vjp = torch.func.vjp(grad_x, x, gy)
+        return (y, gx, *vjp(v))
+
+    if variant != "compiled":
+        return {"fwd": fwd, "fwdbwd": fwdbwd, "dblbwd": dblbwd}[mode]
+    return torch.compile({"fwd": fwd, "fwdbwd": fwdbwd, "dblbwd": dblbwd_func}[mode])
+
+
+def _traffic(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def test_op(benchmark, case, device: torch.device, pytestconfig: pytest.Config) -> None:
+    op, mode, shape, variant = case
+    if variant == "triton" and device.type != "cuda":
+        pytest.skip("Triton is timed on CUDA only: the CPU interpreter's timings mean nothing")
+    x = torch.randn(shape.shape, device=device, requires_grad=True)
+    b = torch.randn(shape.channels, device=device, requires_grad=True)
+    with torch.no_grad():
+        y0 = OPS[op](x, b, "reference")
+    gy = torch.randn_like(y0).requires_grad_(mode == "dblbwd")
+    v = torch.randn_like(x)
+    call = _make_call(op, mode, variant, x, b, gy, v)
+    outputs = call()  # warm-up: compiles, autotunes, allocates
+    # A benchmark of a wrong result means nothing: check against the eager reference first.
+    expected = _make_call(op, mode, "reference", x, b, gy, v)()
+    for got, want in zip(outputs, expected, strict=True):
+        if want is None or got is None:
+            assert got is None or not got.any()
+            assert want is None or not want.any()
+            continue
+        # Relative error of the whole tensor: the bias gradient sums up to ~10^5 terms, whose
+        # float32 rounding depends on the reduction order, so elementwise rtol misjudges it.
+        err = (got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-30)
+        assert err < 1e-5, f"{variant} differs from the reference: relative error {err:.2e}"
+    inputs = {"fwd": (x, b), "fwdbwd": (x, b, gy), "dblbwd": (x, b, gy, v)}[mode]
+
+    def timed():
+        result = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return result
+
+    benchmark.group = f"{op}-{mode}-{shape.id}"
+    benchmark.extra_info.update(variant=variant, bytes=_traffic((*inputs, *outputs)))
+    if device.type == "cpu":
+        benchmark.pedantic(timed, rounds=5, iterations=1, warmup_rounds=1)
+    else:
+        benchmark(timed)
