@@ -1,0 +1,296 @@
+"""Training images: where they come from, decoding them once, per-resolution ``uint8`` caches.
+
+A source is the built-in faces, a folder (searched recursively; hidden files skipped) or a
+``.zip``. :func:`load_data` decodes every file once at the target resolution ``R`` and keeps one
+``uint8`` ``[N, r, r, 3]`` array per resolution ``r = R, R/2, ..., 4`` (each level a 2x2 area
+average of the one above, as the authors' dataset tool does). With a ``cache_dir`` the arrays are
+``.npy`` files under a folder named by a hash of the source (file names, sizes, modification
+times), memory-mapped on later runs so a restart does not decode again.
+
+Files that cannot be decoded are skipped, counted and reported once; so are images smaller
+than ``R`` (they are upscaled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastpggan.data.faces import FACES_VERSION, face_array
+from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
+
+# Bump when decoding or the cache layout changes, so older caches are not reused.
+CACHE_VERSION = 1
+FACES = "faces"
+
+
+class DataError(ValueError):
+    """The data path cannot be used (missing, empty, no decodable image); one-line message."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where images come from. ``kind`` is ``"faces"``, ``"folder"`` or ``"zip"``.
+
+    ``names``: file names relative to ``path`` (folder/zip), sorted; for faces, ``count`` faces
+    drawn from set ``seed``.
+    """
+
+    kind: str
+    path: str = ""
+    names: tuple[str, ...] = ()
+    count: int = 0
+    seed: int = 0
+    _stamps: tuple = field(default=(), repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return self.count if self.kind == FACES else len(self.names)
+
+    def describe(self) -> str:
+        if self.kind == FACES:
+            return f"built-in faces ({self.count}, seed {self.seed})"
+        return self.path
+
+    def fingerprint(self, resolution: int) -> str:
+        """Hash naming the cache: changes when any file is added, removed or modified."""
+        h = hashlib.sha256()
+        h.update(json.dumps([CACHE_VERSION, resolution, self.kind, self.path]).encode())
+        if self.kind == FACES:
+            h.update(json.dumps([FACES_VERSION, self.count, self.seed]).encode())
+        for name, stamp in zip(self.names, self._stamps):
+            h.update(json.dumps([name, stamp]).encode())
+        return h.hexdigest()[:20]
+
+
+def _is_hidden(rel: str) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in Path(rel).parts)
+
+
+def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -> Source:
+    """Resolve ``--data``: ``None`` or ``"faces"`` is the built-in faces; else a folder or zip.
+
+    ``DataError`` when the path is missing, not a folder or zip, or holds no files.
+    """
+    if data is None or data == FACES:
+        if num_faces <= 0:
+            raise DataError(f"the number of built-in faces must be positive, got {num_faces}")
+        return Source(FACES, count=num_faces, seed=faces_seed)
+    p = Path(data).expanduser()
+    if not p.exists():
+        raise DataError(f"data path {data!r} does not exist")
+    if p.is_dir():
+        names, stamps = [], []
+        for root, dirs, files in os.walk(p, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                full = Path(root) / f
+                rel = full.relative_to(p).as_posix()
+                if _is_hidden(rel):
+                    continue
+                st = full.stat()
+                names.append(rel)
+                stamps.append((st.st_size, st.st_mtime_ns))
+        order = sorted(range(len(names)), key=names.__getitem__)
+        names = [names[i] for i in order]
+        stamps = [stamps[i] for i in order]
+        if not names:
+            raise DataError(f"data folder {data!r} holds no files")
+        return Source("folder", str(p.resolve()), tuple(names), _stamps=tuple(stamps))
+    if p.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(p) as z:
+                infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(i.filename)]
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"data zip {data!r} cannot be read: {e}") from None
+        infos.sort(key=lambda i: i.filename)
+        if not infos:
+            raise DataError(f"data zip {data!r} holds no files")
+        return Source(
+            "zip",
+            str(p.resolve()),
+            tuple(i.filename for i in infos),
+            _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in infos),
+        )
+    raise DataError(f"data path {data!r} is neither a folder nor a .zip file")
+
+
+class _Reader:
+    """Reads the raw bytes of entry ``i``; opens the zip lazily once per process (workers fork)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def read(self, i: int) -> bytes:
+        name = self.source.names[i]
+        if self.source.kind == "zip":
+            if self._zip is None or self._pid != os.getpid():
+                self._zip = zipfile.ZipFile(self.source.path)
+                self._pid = os.getpid()
+            return self._zip.read(name)
+        with open(os.path.join(self.source.path, name), "rb") as f:
+            return f.read()
+
+
+def count_image_headers(source: Source) -> int:
+    """How many entries PIL recognises as images from their header (cheap: no full decode)."""
+    if source.kind == FACES:
+        return len(source)
+    reader, n = _Reader(source), 0
+    for i in range(len(source)):
+        try:
+            with Image.open(io.BytesIO(reader.read(i))):
+                n += 1
+        except Exception:
+            pass
+    return n
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Item ``i`` -> ``(i, uint8 [R, R, 3] or None, smaller than R?, error message)``."""
+
+    def __init__(self, source: Source, resolution: int) -> None:
+        self.source, self.resolution = source, resolution
+        self.reader = _Reader(source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, bool, str]:
+        if self.source.kind == FACES:
+            return i, face_array(i, self.resolution, self.source.seed), False, ""
+        try:
+            img = open_image(self.reader.read(i))
+            small = min(img.size) < self.resolution
+            return i, to_square_array(img, self.resolution), small, ""
+        except (UnreadableImage, OSError, ValueError) as e:
+            return i, None, False, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _identity(x):  # module level: picklable for DataLoader workers
+    return x
+
+
+@dataclass
+class ImageData:
+    """Decoded images: ``levels[r]`` is ``uint8`` ``[count, r, r, 3]`` for ``r = R .. 4``.
+
+    ``skipped``: files that were not decodable images (``skipped_examples``: a few
+    ``(name, reason)``); ``small``: images smaller than ``R`` (upscaled).
+    """
+
+    source: Source
+    resolution: int
+    levels: dict[int, np.ndarray]
+    skipped: int = 0
+    skipped_examples: list[tuple[str, str]] = field(default_factory=list)
+    small: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.levels[self.resolution].shape[0]
+
+    def report(self) -> list[str]:
+        """The lines to show once: what was loaded, what was skipped, what was too small."""
+        lines = [f"data: {self.count} images from {self.source.describe()} at {self.resolution}px"]
+        if self.skipped:
+            ex = "; ".join(f"{n}: {r}" for n, r in self.skipped_examples)
+            lines.append(f"warning: skipped {self.skipped} files that are not readable images (e.g. {ex})")
+        if self.small:
+            lines.append(
+                f"warning: {self.small} images are smaller than {self.resolution}px and were upscaled"
+            )
+        return lines
+
+
+def _levels(resolution: int) -> list[int]:
+    return [resolution >> k for k in range(int(np.log2(resolution)) - 1)]  # R, R/2, ..., 4
+
+
+def load_data(
+    source: Source,
+    resolution: int,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageData:
+    """Decode ``source`` once at ``resolution`` into per-resolution arrays (see module doc).
+
+    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes.
+    """
+    key = source.fingerprint(resolution)
+    final = Path(cache_dir) / key if cache_dir is not None else None
+    if final is not None and (final / "meta.json").exists():
+        return _open_cache(source, resolution, final)
+    if source.kind != FACES and count_image_headers(source) == 0:
+        raise DataError(f"data path {source.path!r} holds no readable images")
+    n = len(source)
+    tmp = None
+    if final is not None:
+        tmp = final.parent / f"{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        arrays = {
+            r: np.lib.format.open_memmap(tmp / f"res{r}.npy", "w+", np.uint8, (n, r, r, 3))
+            for r in _levels(resolution)
+        }
+    else:
+        arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
+    loader = torch.utils.data.DataLoader(
+        _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
+    )
+    good = skipped = small = 0
+    examples: list[tuple[str, str]] = []
+    try:
+        for done, (i, a, is_small, err) in enumerate(loader, 1):
+            if a is None:
+                skipped += 1
+                if len(examples) < 3:
+                    examples.append((source.names[i], err))
+            else:
+                small += is_small
+                for r in _levels(resolution):
+                    arrays[r][good] = a
+                    a = halve(a)
+                good += 1
+            if progress is not None:
+                progress(done, n)
+        if good == 0:
+            raise DataError(f"data path {source.describe()!r} holds no readable images")
+        meta = {"count": good, "skipped": skipped, "skipped_examples": examples, "small": small}
+        if final is None:
+            levels = {r: a[:good] for r, a in arrays.items()}
+            return ImageData(source, resolution, levels, skipped, examples, small)
+        for a in arrays.values():
+            a.flush()
+        del arrays
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.replace(tmp, final)  # atomic: a cache folder is complete or absent
+        except OSError:  # another process finished the same cache first
+            pass
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _open_cache(source, resolution, final)
+
+
+def _open_cache(source: Source, resolution: int, folder: Path) -> ImageData:
+    meta = json.loads((folder / "meta.json").read_text())
+    levels = {
+        r: np.load(folder / f"res{r}.npy", mmap_mode="r")[: meta["count"]] for r in _levels(resolution)
+    }
+    examples = [tuple(e) for e in meta["skipped_examples"]]
+    return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"])
