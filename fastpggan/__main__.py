@@ -1,19 +1,53 @@
-"""Command line: ``python -m fastpggan {train,generate,...} [options]``."""
+"""Command line: ``python -m fastpggan {train,generate} [options]`` (``train.py`` = ``train``).
+
+Bad input gets one line on stderr naming the problem and exit code 2, before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fastpggan.data import DataError
+from fastpggan.training.checkpoint import CheckpointError
+from fastpggan.training.cli import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), still exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each subcommand's ``func`` runs it."""
+    from fastpggan.generate import add_generate_arguments, run_generate
+    from fastpggan.training.cli import add_train_arguments, run_train
+
+    parser = _Parser(prog="fastpggan", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="train a PGGAN progressively from 4x4 up to --res",
+                           description="Train a PGGAN progressively from 4x4 up to --res.")
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+    gen = sub.add_parser("generate", help="sample grid (PNG) or latent walk (GIF) from a checkpoint",
+                         description="Write a sample grid (PNG) or a latent walk (GIF) from a checkpoint's G_ema.")
+    add_generate_arguments(gen)
+    gen.set_defaults(func=run_generate)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="fastpggan", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", help="train a PGGAN (not built yet)")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    parser.error(f"the {args.command!r} command is not built yet")
-    return 2
+    try:
+        return args.func(args)
+    except (UsageError, DataError, CheckpointError) as e:
+        print(f"fastpggan {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Checkpoints: atomic writes, safe loads, finding the newest in a run folder.
+
+A checkpoint is a ``torch.save`` dict of plain containers and tensors only, so it loads with
+``torch.load(weights_only=True)``: a file whose pickle would build any other object (run code)
+is refused with :class:`CheckpointError`. Contents: ``format``, ``config`` (dict),
+``G``, ``D``, ``G_ema`` (state dicts), ``opt_g``, ``opt_d`` (optimizer state dicts),
+``progress`` (images seen, step, last level-of-detail segment, tick counters) and ``rng``
+(generator states as ``uint8`` tensors).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "fastpggan-checkpoint-v1"
+_NAME = re.compile(r"^ckpt-(\d+\.\d{3})kimg-(\d+)px\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (missing, unsafe, corrupt, or for another model)."""
+
+
+def checkpoint_name(images: int, res: int) -> str:
+    """``ckpt-00123.456kimg-32px.pt``: exact images seen and current resolution in the name."""
+    return f"ckpt-{images // 1000:05d}.{images % 1000:03d}kimg-{res}px.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU, refusing anything but tensors and plain containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global it does not know: a pickle that would build arbitrary
+        # objects (run code) lands here, with torch's reason among the lines of the message.
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
+        if why is None:
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {lines[-2] if len(lines) > 1 else e}") from None
+        raise CheckpointError(
+            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain "
+            f"containers, which could run code ({why[:160]})"
+        ) from None
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a fastpggan checkpoint")
+    return state
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoints in ``folder``, oldest first (by images seen in the name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(float(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The newest checkpoint in ``folder``, or ``None``."""
+    found = list_checkpoints(folder)
+    return found[-1] if found else None

@@ -1,0 +1,323 @@
+"""The progressive training loop (the authors' recipe) with exact, atomic checkpoints.
+
+Per step: one D step (WGAN-GP + drift on faded, mirrored reals), one G step, one EMA update of
+``G_ema``. :func:`d_step`, :func:`g_step` and :func:`ema_update` take the models, optimizers and
+batch explicitly, so they can be compiled or wrapped on their own. Adam state is reset whenever
+the level of detail changes (start and end of every fade), as the authors do.
+
+All randomness of a step comes from explicit sources saved in checkpoints: the real batch from
+``(seed, step)`` (:func:`fastpggan.data.step_batch`), latents and penalty mixes from one
+``torch.Generator`` on the device. So a run stopped after N steps and resumed for M more ends
+with exactly the weights of an uninterrupted N + M step run (on the CPU; cuDNN may differ).
+Host syncs happen only when a record is logged (every ``log_kimg``), at ticks and phase ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fastpggan.data import ImageData, RealBatches
+from fastpggan.generate import make_grid, sample
+from fastpggan.layers import downsample2x, upsample2x
+from fastpggan.loss import d_loss_wgan_gp, g_loss_wgan
+from fastpggan.networks import Discriminator, Generator
+from fastpggan.training.checkpoint import (
+    FORMAT,
+    checkpoint_name,
+    list_checkpoints,
+    save_checkpoint,
+)
+from fastpggan.training.config import TrainConfig
+from fastpggan.training.runlog import RunLog
+from fastpggan.training.schedule import Position, Schedule
+
+Fade = float | torch.Tensor
+STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
+
+
+def prepare_reals(x: torch.Tensor, flip: torch.Tensor, fade: Fade, mirror: bool) -> torch.Tensor:
+    """``uint8 [B, r, r, 3]`` -> ``float32 [B, 3, r, r]`` in [-1, 1], mirrored where ``flip``,
+    and blended with their 2x2 down-then-up copy by ``1 - fade`` while a block fades in."""
+    x = x.permute(0, 3, 1, 2).float().contiguous().div_(127.5).sub_(1.0)
+    if mirror:
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if isinstance(fade, torch.Tensor) or fade != 1.0:
+        x = torch.lerp(upsample2x(downsample2x(x)), x, fade)
+    return x
+
+
+def d_step(
+    G: Generator,
+    D: Discriminator,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    alpha: torch.Tensor,
+    res: int,
+    fade: Fade,
+    gp_lambda: float = 10.0,
+    drift: float = 1e-3,
+) -> dict[str, torch.Tensor]:
+    """One critic update on ``real`` ``[B, 3, res, res]`` and ``G(z)``; detached statistics."""
+    with torch.no_grad():
+        fake = G(z, res, fade)
+    loss, stats = d_loss_wgan_gp(D, real, fake, fade, gp_lambda=gp_lambda, drift=drift, alpha=alpha)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return stats
+
+
+def g_step(
+    G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, z: torch.Tensor, res: int, fade: Fade
+) -> torch.Tensor:
+    """One generator update on latents ``z`` ``[B, latent_dim]``; the detached loss (0-d)."""
+    D.requires_grad_(False)  # D's weight gradients are not needed here
+    try:
+        loss = g_loss_wgan(D, G(z, res, fade), fade)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+    finally:
+        D.requires_grad_(True)
+    return loss.detach()
+
+
+@torch.no_grad()
+def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """``G_ema <- beta * G_ema + (1 - beta) * G`` for every parameter."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+
+
+def reset_adam(opt: torch.optim.Optimizer) -> None:
+    """Forget the moments (the authors reset Adam at every change of level of detail)."""
+    opt.state.clear()
+
+
+class Trainer:
+    """Owns the models, optimizers, schedule and run folder of one run (``cfg.out``).
+
+    ``resume``: a loaded checkpoint dict to continue from (see :mod:`.checkpoint`).
+    ``echo``: where human-readable lines go (default ``tqdm.write``).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: ImageData,
+        resume: dict[str, Any] | None = None,
+        echo: Callable[[str], None] = tqdm.write,
+    ) -> None:
+        self.cfg, self.data, self.echo = cfg, data, echo
+        self.out = Path(cfg.out)
+        self.device = torch.device(cfg.device)
+        self.schedule = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg)
+        torch.manual_seed(cfg.seed)  # weight init
+        self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
+        self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.fade_t = torch.zeros((), device=self.device)
+        self.grid_z = torch.randn(
+            cfg.grid**2, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)
+        ).to(self.device)
+        tick, log = round(cfg.tick_kimg * 1000), round(cfg.log_kimg * 1000)
+        self.progress: dict[str, Any] = {
+            "images": 0, "step": 0, "segment": [-1, False], "ticks": 0,
+            "next_tick": tick, "next_log": log,
+        }
+        if resume is not None:
+            self._load(resume)
+        self._stop: int | None = None
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {
+            "gen": self.gen.get_state(), "gen_device": self.device.type, "torch_cpu": torch.get_rng_state()
+        }
+        if self.device.type == "cuda":
+            rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": FORMAT,
+            "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "progress": dict(self.progress),
+            "rng": rng,
+        }
+
+    def _load(self, s: dict[str, Any]) -> None:
+        self.G.load_state_dict(s["G"])
+        self.D.load_state_dict(s["D"])
+        self.G_ema.load_state_dict(s["G_ema"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        self.opt_d.load_state_dict(s["opt_d"])
+        self.progress.update(s["progress"])
+        rng = s["rng"]
+        torch.set_rng_state(rng["torch_cpu"])
+        if rng["gen_device"] == self.device.type:
+            self.gen.set_state(rng["gen"])
+            if "torch_cuda" in rng:
+                torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        else:  # a generator's state does not carry across device types: continue reproducibly
+            self.gen.manual_seed(self.cfg.seed * 1_000_003 + self.progress["step"])
+            self.echo(f"note: resumed on {self.device.type} from a {rng['gen_device']} run; latents reseeded")
+
+    def save(self) -> Path:
+        """Write a checkpoint for the current position and keep only the newest ``keep_ckpts``."""
+        res = self.schedule.at(self.progress["images"]).phase.res
+        path = save_checkpoint(self.state_dict(), self.out / checkpoint_name(self.progress["images"], res))
+        old = list_checkpoints(self.out)
+        for p in old[: max(0, len(old) - self.cfg.keep_ckpts)]:
+            p.unlink(missing_ok=True)
+        return path
+
+    # --- outputs -------------------------------------------------------------------------
+    def write_grid(self, log: RunLog, pos: Position) -> Path:
+        """Grid of ``G_ema`` on the fixed latents: ``grid-{res}px-{kimg}kimg.png``."""
+        images = self.progress["images"]
+        path = self.out / f"grid-{pos.phase.res}px-{images / 1000:09.3f}kimg.png"
+        img = make_grid(sample(self.G_ema, self.grid_z, pos.phase.res, pos.fade, self.cfg.batch[pos.phase.res]))
+        img.save(path)
+        log.image("samples", img, images)
+        return path
+
+    # --- the loop -------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop = signum
+
+    @property
+    def stopped_by(self) -> int | None:
+        """The signal number that stopped the last :meth:`run`, if any."""
+        return self._stop
+
+    def run(self, max_steps: int | None = None) -> str:
+        """Train to the end of the schedule: returns ``"done"``, ``"interrupted"`` (SIGINT or
+        SIGTERM: checkpoint written) or ``"paused"`` (``max_steps`` reached: checkpoint written)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        log = RunLog(self.out, self.cfg.tensorboard)
+        try:
+            return self._run(log, max_steps)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            log.close()
+
+    def _run(self, log: RunLog, max_steps: int | None) -> str:
+        cfg, pr = self.cfg, self.progress
+        total = self.schedule.total_images
+        acc = torch.zeros(len(STAT_NAMES), device=self.device)
+        acc_steps, t_log, img_log = 0, time.perf_counter(), pr["images"]
+        feed: RealBatches | None = None
+        bar: tqdm | None = None
+        phase_idx = -1
+        steps_here = 0
+        if pr["images"] == 0:
+            log.record("event", 0, event="start", config=cfg.to_dict())
+        else:
+            log.record("event", pr["images"], event="resume", step=pr["step"])
+        try:
+            while pr["images"] < total:
+                pos = self.schedule.at(pr["images"])
+                res, B = pos.phase.res, cfg.batch[pos.phase.res]
+                if pos.phase.index != phase_idx:  # phase start (or resume inside a phase)
+                    phase_idx = pos.phase.index
+                    feed = RealBatches(self.data.levels[res], B, cfg.seed, pr["step"], self.device, cfg.workers)
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(
+                        total=pos.phase.end - pos.phase.start, initial=pr["images"] - pos.phase.start,
+                        desc=f"{res}px", unit="img", unit_scale=True, disable=not cfg.progress, leave=False,
+                    )
+                if list(pos.segment) != list(pr["segment"]):  # level of detail changed
+                    reset_adam(self.opt_g)
+                    reset_adam(self.opt_d)
+                    pr["segment"] = list(pos.segment)
+                fade: Fade = 1.0 if pos.stable else self.fade_t.fill_(pos.fade)
+
+                x, flip = next(feed)
+                real = prepare_reals(x, flip, fade, cfg.mirror)
+                z_d = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
+                alpha = torch.rand(B, 1, 1, 1, device=self.device, generator=self.gen)
+                z_g = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
+                stats = d_step(self.G, self.D, self.opt_d, real, z_d, alpha, res, fade, cfg.gp_lambda, cfg.drift)
+                g_loss = g_step(self.G, self.D, self.opt_g, z_g, res, fade)
+                ema_update(self.G_ema, self.G, cfg.ema_beta)
+                acc += torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss])
+                acc_steps += 1
+                pr["images"] += B
+                pr["step"] += 1
+                steps_here += 1
+                bar.update(min(B, pos.phase.end - pos.phase.start - bar.n))
+
+                now = self.schedule.at(pr["images"])
+                phase_end = pr["images"] >= total or now.phase.index != pos.phase.index
+                tick = pr["images"] >= pr["next_tick"]
+                if pr["images"] >= pr["next_log"] or tick or phase_end:
+                    t = time.perf_counter()
+                    means = (acc / acc_steps).tolist()  # the one host sync per record
+                    speed = (pr["images"] - img_log) / max(t - t_log, 1e-9)
+                    vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
+                    log.record("log", pr["images"], res=res, fade=round(pos.fade, 4), img_per_s=round(speed, 2), **vals)
+                    bar.set_postfix_str(
+                        f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
+                    )
+                    if not all(math.isfinite(v) for v in means):
+                        self.echo(f"warning: non-finite losses at {pr['images'] / 1000:.1f} kimg: {vals}")
+                    acc.zero_()
+                    acc_steps, t_log, img_log = 0, t, pr["images"]
+                    step_log = round(cfg.log_kimg * 1000)
+                    pr["next_log"] = (pr["images"] // step_log + 1) * step_log
+                    if tick or phase_end:
+                        grid = self.write_grid(log, pos)
+                        kind = "phase_end" if phase_end else "tick"
+                        log.record(kind, pr["images"], res=res, fade=round(pos.fade, 4), grid=grid.name)
+                        self.echo(
+                            f"{kind} {pr['images'] / 1000:.1f} kimg  {res}px fade {pos.fade:.2f}  "
+                            f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}"
+                        )
+                    if tick:
+                        step_tick = round(cfg.tick_kimg * 1000)
+                        pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick
+                        pr["ticks"] += 1
+                    if phase_end or (tick and pr["ticks"] % cfg.ckpt_ticks == 0):
+                        path = self.save()
+                        if phase_end:
+                            self.echo(f"checkpoint {path}")
+                if self._stop is not None:
+                    path = self.save()
+                    name = signal.Signals(self._stop).name
+                    log.record("event", pr["images"], event=f"stopped by {name}", checkpoint=path.name)
+                    self.echo(f"stopped by {name}: checkpoint {path}")
+                    return "interrupted"
+                if max_steps is not None and steps_here >= max_steps and pr["images"] < total:
+                    path = self.save()
+                    log.record("event", pr["images"], event="paused", checkpoint=path.name)
+                    return "paused"
+        finally:
+            if bar is not None:
+                bar.close()
+        log.record("event", pr["images"], event="done")
+        return "done"

@@ -1,0 +1,52 @@
+"""What a run records besides checkpoints: ``log.jsonl`` and (optional) TensorBoard events.
+
+One JSON object per line: ``kind`` (``"log"``, ``"tick"``, ``"phase_end"``, ``"event"``),
+``kimg``, ``res``, ``fade``, the mean losses since the previous record and the speed.
+Scalars are host values already: the loop syncs once per record, never per step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+_NOT_SCALARS = ("kind", "time", "step", "kimg", "phase")
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional dependency
+        return None
+    return SummaryWriter(str(folder))
+
+
+class RunLog:
+    """Appends to ``out/log.jsonl``; mirrors scalars and images to ``out/tensorboard/``."""
+
+    def __init__(self, out: Path, tensorboard: bool = True) -> None:
+        self.file = open(out / "log.jsonl", "a", encoding="utf-8")
+        self.tb = _tensorboard_writer(out / "tensorboard") if tensorboard else None
+
+    def record(self, kind: str, images: int, **values: Any) -> None:
+        rec = {"kind": kind, "time": round(time.time(), 3), "kimg": images / 1000, **values}
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if k not in _NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, images)
+
+    def image(self, tag: str, img: Image.Image, images: int) -> None:
+        if self.tb is not None:
+            self.tb.add_image(tag, np.asarray(img), images, dataformats="HWC")
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()

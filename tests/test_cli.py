@@ -1,0 +1,141 @@
+"""Command line: --help, and every bad input gets one line on stderr, exit code 2, no writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastpggan.__main__ import main
+from fastpggan.training.checkpoint import FORMAT, checkpoint_name, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
+        "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard"]
+
+
+def _tree(root: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: extra threads only fight the other processes on a shared CPU.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 8px run (one checkpoint per phase end)."""
+    out = tmp_path_factory.mktemp("run8") / "run"
+    assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", *TINY]) == 0
+    return out
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``main``'s return value, or the code argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code)
+
+
+def _bad_inputs(tmp: Path, run8: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp / "empty").mkdir()
+    (tmp / "afile").write_text("x")
+    ckpt8 = sorted(run8.glob("ckpt-*.pt"))[-1]
+    evil = tmp / "evil" / checkpoint_name(8, 4)
+    evil.parent.mkdir()
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'pwned'}",))
+
+    torch.save({"format": FORMAT, "G": RunsCode()}, evil)
+    out = str(tmp / "out")
+    return {
+        "res not a power of two": (["--res", "12", "--out", out], "power of two"),
+        "res too small": (["--res", "4", "--out", out], "power of two from 8 to 1024"),
+        "res too large": (["--res", "2048", "--out", out], "power of two from 8 to 1024"),
+        "res not a number": (["--res", "big", "--out", out], "invalid int value"),
+        "missing data": (["--data", str(tmp / "nope"), "--out", out], "does not exist"),
+        "empty data": (["--data", str(tmp / "empty"), "--out", out], "holds no files"),
+        "kimg zero": (["--kimg-per-phase", "0", "--out", out], "--kimg-per-phase must be positive"),
+        "kimg negative": (["--kimg-per-phase", "-3", "--out", out], "--kimg-per-phase must be positive"),
+        "unwritable out": (["--out", str(tmp / "afile" / "run")], "not writable"),
+        "out is a file": (["--out", str(tmp / "afile")], "not a folder"),
+        "bad batch": (["--batch", "4:x", "--out", out], "--batch"),
+        "batch res not a power of two": (["--batch", "6:8", "--out", out], "--batch"),
+        "other resolution": (["--res", "16", "--resume", str(ckpt8), "--out", out], "another model: resolution 8"),
+        "missing checkpoint": (["--resume", str(tmp / "no.pt"), "--out", out], "does not exist"),
+        "crafted pickle": (["--res", "8", "--resume", str(evil), "--out", out], "refusing to load"),
+        "run exists": (["--res", "8", "--out", str(run8)], "already holds a run"),
+        "bad lr": (["--lr", "0", "--out", out], "--lr must be positive"),
+        "bad ema": (["--ema-beta", "1", "--out", out], "--ema-beta"),
+    }
+
+
+def test_each_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, finished_run, capsys):
+    cases = _bad_inputs(tmp_path, finished_run)
+    before, before_run = _tree(tmp_path), _tree(finished_run)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the default --out (runs/...) would land here
+    try:
+        for name, (argv, expect) in cases.items():
+            code = _exit_code(["train", *TINY, *argv])  # the case's flags win
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert code == 2, name
+            assert len(lines) == 1 and expect in lines[0], (name, lines)
+    finally:
+        os.chdir(cwd)
+    assert _tree(tmp_path) == before and _tree(finished_run) == before_run
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_all_unreadable_folder_exits_2_and_leaves_no_run(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("no images here")
+    out = tmp_path / "run"
+    assert main(["train", "--res", "8", "--data", str(tmp_path / "junk"), "--out", str(out), *TINY]) == 2
+    assert "no readable images" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_no_cuda_is_a_usage_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_py_help_and_bad_input_in_a_subprocess(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    help_ = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, env=env)
+    assert help_.returncode == 0
+    for flag in ("--res", "--data", "--out", "--kimg-per-phase", "--batch", "--resume", "--seed", "--device",
+                 "--fmap-max", "--fmap-base", "--lr", "--no-mirror"):
+        assert flag in help_.stdout
+    assert "(default: 256)" in help_.stdout and "(default: 600.0)" in help_.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "--res", "12", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "power of two" in bad.stderr and not (tmp_path / "o").exists()
+
+
+def test_resume_auto_continues_and_other_flags_parse(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", "--no-mirror", "--seed", "3", *TINY]
+    assert main(args + ["--resume", "auto"]) == 0  # nothing to resume yet: starts fresh
+    first = sorted(p.name for p in out.glob("ckpt-*.pt"))
+    assert main(args[:-len(TINY)] + ["--final-kimg", "0.016", "--resume", "auto", *TINY]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    after = sorted(p.name for p in out.glob("ckpt-*.pt"))
+    assert after[-1] == "ckpt-00000.040kimg-8px.pt" and after != first
