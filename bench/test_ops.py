@@ -29,8 +29,9 @@ MODES = {"g_epilogue": ("fwd", "fwdbwd"), "d_epilogue": ("fwd", "fwdbwd", "dblbw
 def _shapes_for(op: str, resolutions: list[int]) -> list[OpShape]:
     if op != "mbstd":
         return op_shapes(resolutions)
-    # Minibatch stddev only runs in D's 4x4 block, at the batch of the current resolution.
-    return [OpShape(4, DEFAULT_BATCH[r], 512) for r in resolutions]
+    # Minibatch stddev only runs in D's 4x4 block, at the batch of the current resolution
+    # (several resolutions share a batch: one case each).
+    return list(dict.fromkeys(OpShape(4, DEFAULT_BATCH[r], 512) for r in resolutions))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,6 +3,10 @@
 TRITON_INTERPRET=1 must be set before triton is first imported, so that the Triton kernels run
 on CPU tensors here (no GPU on developer machines or CI). Setting it in this file's import is
 early enough: pytest imports conftest.py before any test module.
+
+On a machine with CUDA, ``TRITON_INTERPRET=0 pytest tests/test_kernels.py`` runs the kernel tests
+on the GPU instead: the ``kernel_device`` fixture then hands out ``"cuda"``, and the kernels are
+compiled by Triton for real (``python -m bench.gpu_report`` does this).
 """
 
 import os
@@ -11,6 +15,16 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+@pytest.fixture
+def kernel_device() -> torch.device:
+    """Where the kernel tests put their tensors: the GPU under ``TRITON_INTERPRET=0``, else CPU."""
+    if os.environ.get("TRITON_INTERPRET") != "0":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET=0 without a CUDA device: the Triton kernels cannot run")
+    return torch.device("cuda")
 
 
 @pytest.fixture(autouse=True)
