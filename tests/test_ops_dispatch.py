@@ -81,3 +81,20 @@ def test_broken_triton_never_crashes_auto(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(caught) == 1 and "boom" in str(caught[0].message)
     with pytest.raises(RuntimeError, match="impl='triton' cannot run: Triton is unavailable"):
         ops.bias_lrelu(x, torch.zeros(3), impl="triton")
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference", "triton"])
+def test_dispatch_traces_without_graph_breaks(impl: str) -> None:
+    # The dispatch decision (import of the Triton ops, capability query, warning) must not break
+    # a torch.compile graph; fullgraph=True raises on any break. The eager backend keeps this
+    # on CPU (inductor cannot compile Triton ops without a GPU).
+    def fn(x, b, impl=impl):
+        y = ops.bias_lrelu_pixelnorm(ops.bias_lrelu(x, b, 0.5, impl=impl), b, impl=impl)
+        return ops.minibatch_stddev(y, impl=impl)
+
+    x, b = torch.randn(4, 3, 4, 4), torch.randn(3)
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = torch.compile(fn, fullgraph=True, backend="eager")(x, b)
+    torch.testing.assert_close(got, fn(x, b, "reference"))

@@ -37,14 +37,20 @@ def check_impl(impl: str) -> None:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
-@functools.cache
+_triton_ops: ModuleType | str | None = None
+
+
 def load_triton_ops() -> ModuleType | str:
     """The registered Triton ops module, or a string saying why it cannot be loaded."""
-    try:
-        module = importlib.import_module("fastpggan.ops.triton_ops")
-    except Exception as e:  # ImportError, or a broken install failing in any other way
-        return f"Triton is unavailable ({type(e).__name__}: {e})".splitlines()[0]
-    return module
+    # A plain global, not functools.cache: torch.compile traces through cache wrappers (and
+    # cannot trace the import); once loaded it reads the global as a constant.
+    global _triton_ops
+    if _triton_ops is None:
+        try:
+            _triton_ops = importlib.import_module("fastpggan.ops.triton_ops")
+        except Exception as e:  # ImportError, or a broken install failing in any other way
+            _triton_ops = f"Triton is unavailable ({type(e).__name__}: {e})".splitlines()[0]
+    return _triton_ops
 
 
 def triton_interpreted() -> bool:
@@ -105,17 +111,30 @@ def warn_once(reason: str) -> None:
                   RuntimeWarning, stacklevel=4)
 
 
+@torch.compiler.assume_constant_result
+def _decide(impl: str, device_type: str, index: int) -> str:
+    """:func:`choose_impl` for a device as one string, ``"<choice>|<reason>"``.
+
+    Run for real even under torch.compile, which takes the answer as a constant: tracing the
+    import of the Triton ops or the capability query would break the graph.
+    """
+    module = load_triton_ops()
+    problem = module if isinstance(module, str) else None
+    device = torch.device(device_type, index if index >= 0 else None)
+    choice, reason = choose_impl(impl, device_type, device_capability(device), problem,
+                                 triton_interpreted())
+    if reason is not None and impl == "auto":
+        warn_once(reason)  # here, not in the caller: torch.compile cannot trace warnings.warn
+    return f"{choice}|{reason or ''}"
+
+
 def resolve_impl(impl: str, x: torch.Tensor) -> str:
     """Return the implementation that will run for tensor ``x``: "reference" or "triton"."""
     check_impl(impl)
     if impl == "reference":
         return "reference"
-    module = load_triton_ops()
-    problem = module if isinstance(module, str) else None
-    choice, reason = choose_impl(impl, x.device.type, device_capability(x.device), problem,
-                                 triton_interpreted())
-    if reason is not None:
-        if impl == "triton":
-            raise RuntimeError(f"impl='triton' cannot run: {reason}")
-        warn_once(reason)
+    index = x.device.index if x.device.index is not None else -1
+    choice, _, reason = _decide(impl, x.device.type, index).partition("|")
+    if reason and impl == "triton":
+        raise RuntimeError(f"impl='triton' cannot run: {reason}")
     return choice
