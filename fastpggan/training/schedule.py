@@ -2,7 +2,7 @@
 
 Phase 0 trains 4x4 for ``K/2`` kimg. Each later phase doubles the resolution: it fades the new
 block in over the first ``K/2`` kimg and trains it stable for the next ``K/2`` (the authors'
-600/600 split for ``K = 1200``... and their 4x4 phase is the stable half alone). The last phase
+600/600 split is ``K = 1200``; their 4x4 phase, too, is the stable half alone). The last phase
 adds ``final_kimg`` of stable training at the target resolution.
 """
 
