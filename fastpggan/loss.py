@@ -42,8 +42,36 @@ def gradient_penalty(
     mixed = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
     scores = D(mixed, fade)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return penalty_from_grad(grad, target)
+
+
+def penalty_from_grad(grad: torch.Tensor, target: float = GP_TARGET) -> torch.Tensor:
+    """``(||grad_n||_2 - target)**2 / target**2`` per sample: ``[N, C, H, W]`` -> ``[N]``."""
     norms = (grad.square().sum(dim=(1, 2, 3)) + _NORM_EPS).sqrt()
     return (norms - target).square() / target**2
+
+
+def combine_d_loss(
+    real_scores: torch.Tensor,
+    fake_scores: torch.Tensor,
+    gp: torch.Tensor | None,
+    gp_lambda: float = GP_LAMBDA,
+    drift: float = DRIFT,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The critic's loss from its scores ``[N]`` and per-sample penalties ``[N]`` (or ``None``
+    when the penalty is computed elsewhere), with the detached statistics."""
+    per_sample = fake_scores - real_scores + drift * real_scores.square()
+    if gp is not None:
+        per_sample = per_sample + gp_lambda * gp
+    loss = per_sample.mean()
+    stats = {
+        "d_loss": loss.detach(),
+        "d_real": real_scores.detach().mean(),
+        "d_fake": fake_scores.detach().mean(),
+    }
+    if gp is not None:
+        stats["gp"] = gp.detach().mean()
+    return loss, stats
 
 
 def d_loss_wgan_gp(
@@ -65,15 +93,7 @@ def d_loss_wgan_gp(
     real_scores = D(real, fade)
     fake_scores = D(fake.detach(), fade)
     gp = gradient_penalty(D, real, fake, fade, target=target, alpha=alpha)
-    per_sample = fake_scores - real_scores + gp_lambda * gp + drift * real_scores.square()
-    loss = per_sample.mean()
-    stats = {
-        "d_loss": loss.detach(),
-        "d_real": real_scores.detach().mean(),
-        "d_fake": fake_scores.detach().mean(),
-        "gp": gp.detach().mean(),
-    }
-    return loss, stats
+    return combine_d_loss(real_scores, fake_scores, gp, gp_lambda, drift)
 
 
 def g_loss_wgan(D: Critic, fake: torch.Tensor, fade: float | torch.Tensor = 1.0) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Public names:
     TrainConfig, parse_batch, DEFAULT_BATCH        settings (``config``)
     Schedule                                       images seen -> resolution and fade (``schedule``)
-    Trainer, d_step, g_step, ema_update, prepare_reals   the loop (``loop``)
+    Trainer, prepare_reals                         the loop (``loop``)
+    TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
     save_checkpoint, load_checkpoint, latest_checkpoint, CheckpointError   (``checkpoint``)
 """
 
@@ -15,22 +16,23 @@ from fastpggan.training.checkpoint import (
     save_checkpoint,
 )
 from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
-from fastpggan.training.loop import Trainer, d_step, ema_update, g_step, prepare_reals
+from fastpggan.training.loop import Trainer, prepare_reals
 from fastpggan.training.schedule import Schedule
+from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 __all__ = [
     "DEFAULT_BATCH",
     "CheckpointError",
     "Schedule",
     "TrainConfig",
+    "TrainSteps",
     "Trainer",
-    "d_step",
     "ema_update",
-    "g_step",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "parse_batch",
     "prepare_reals",
+    "reset_adam",
     "save_checkpoint",
 ]

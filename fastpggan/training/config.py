@@ -83,6 +83,9 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     impl: str = "auto"
+    compile: bool = False
+    precision: str = "fp32"
+    gp_every: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -1,9 +1,8 @@
 """The progressive training loop (the authors' recipe) with exact, atomic checkpoints.
 
 Per step: one D step (WGAN-GP + drift on faded, mirrored reals), one G step, one EMA update of
-``G_ema``. :func:`d_step`, :func:`g_step` and :func:`ema_update` take the models, optimizers and
-batch explicitly, so they can be compiled or wrapped on their own. Adam state is reset whenever
-the level of detail changes (start and end of every fade), as the authors do.
+``G_ema``; the updates themselves (eager or compiled) are :class:`.steps.TrainSteps`. Adam state
+is reset whenever the level of detail changes (start and end of every fade), as the authors do.
 
 All randomness of a step comes from explicit sources saved in checkpoints: the real batch from
 ``(seed, step)`` (:func:`fastpggan.data.step_batch`), latents and penalty mixes from one
@@ -29,7 +28,6 @@ from tqdm import tqdm
 from fastpggan.data import ImageData, RealBatches
 from fastpggan.generate import make_grid, sample
 from fastpggan.layers import downsample2x, upsample2x
-from fastpggan.loss import d_loss_wgan_gp, g_loss_wgan
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.checkpoint import (
     FORMAT,
@@ -40,6 +38,7 @@ from fastpggan.training.checkpoint import (
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.runlog import RunLog
 from fastpggan.training.schedule import Position, Schedule
+from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 Fade = float | torch.Tensor
 STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
@@ -54,54 +53,6 @@ def prepare_reals(x: torch.Tensor, flip: torch.Tensor, fade: Fade, mirror: bool)
     if isinstance(fade, torch.Tensor) or fade != 1.0:
         x = torch.lerp(upsample2x(downsample2x(x)), x, fade)
     return x
-
-
-def d_step(
-    G: Generator,
-    D: Discriminator,
-    opt_d: torch.optim.Optimizer,
-    real: torch.Tensor,
-    z: torch.Tensor,
-    alpha: torch.Tensor,
-    res: int,
-    fade: Fade,
-    gp_lambda: float = 10.0,
-    drift: float = 1e-3,
-) -> dict[str, torch.Tensor]:
-    """One critic update on ``real`` ``[B, 3, res, res]`` and ``G(z)``; detached statistics."""
-    with torch.no_grad():
-        fake = G(z, res, fade)
-    loss, stats = d_loss_wgan_gp(D, real, fake, fade, gp_lambda=gp_lambda, drift=drift, alpha=alpha)
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
-    return stats
-
-
-def g_step(
-    G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, z: torch.Tensor, res: int, fade: Fade
-) -> torch.Tensor:
-    """One generator update on latents ``z`` ``[B, latent_dim]``; the detached loss (0-d)."""
-    D.requires_grad_(False)  # D's weight gradients are not needed here
-    try:
-        loss = g_loss_wgan(D, G(z, res, fade), fade)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-    finally:
-        D.requires_grad_(True)
-    return loss.detach()
-
-
-@torch.no_grad()
-def ema_update(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
-    """``G_ema <- beta * G_ema + (1 - beta) * G`` for every parameter."""
-    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
-
-
-def reset_adam(opt: torch.optim.Optimizer) -> None:
-    """Forget the moments (the authors reset Adam at every change of level of detail)."""
-    opt.state.clear()
 
 
 class Trainer:
@@ -131,6 +82,11 @@ class Trainer:
         adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
+        self.steps = TrainSteps(
+            self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile, precision=cfg.precision,
+            gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every,
+        )
+        self._compiled_segments: set[tuple[int, bool]] = set()
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.fade_t = torch.zeros((), device=self.device)
         self.grid_z = torch.randn(
@@ -160,6 +116,7 @@ class Trainer:
             "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "steps": self.steps.state_dict(),
             "progress": dict(self.progress),
             "rng": rng,
         }
@@ -170,6 +127,7 @@ class Trainer:
         self.G_ema.load_state_dict(s["G_ema"])
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
+        self.steps.load_state_dict(s.get("steps", {}))
         self.progress.update(s["progress"])
         rng = s["rng"]
         torch.set_rng_state(rng["torch_cpu"])
@@ -262,8 +220,18 @@ class Trainer:
                 z_d = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
                 alpha = torch.rand(B, 1, 1, 1, device=self.device, generator=self.gen)
                 z_g = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
-                stats = d_step(self.G, self.D, self.opt_d, real, z_d, alpha, res, fade, cfg.gp_lambda, cfg.drift)
-                g_loss = g_step(self.G, self.D, self.opt_g, z_g, res, fade)
+                first_compile = cfg.compile and (res, pos.stable) not in self._compiled_segments
+                t_compile = time.perf_counter()
+                stats = self.steps.d_step(real, z_d, alpha, res, fade, pr["step"])
+                g_loss = self.steps.g_step(z_g, res, fade)
+                if first_compile:  # this step traced and compiled new graphs: report the time
+                    self._compiled_segments.add((res, pos.stable))
+                    g_loss.item()  # one sync per compiled segment, so the time is real
+                    secs = time.perf_counter() - t_compile
+                    kind = "stable" if pos.stable else "fade"
+                    log.record("event", pr["images"], event="compile", res=res, phase=kind,
+                               seconds=round(secs, 2))
+                    self.echo(f"compiled the {res}px {kind} step in {secs:.1f}s")
                 ema_update(self.G_ema, self.G, cfg.ema_beta)
                 acc += torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss])
                 acc_steps += 1

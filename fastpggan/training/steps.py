@@ -1,0 +1,152 @@
+"""One training step's updates: the critic (WGAN-GP + drift), the generator, the G average.
+
+:class:`TrainSteps` runs them eagerly or under ``torch.compile``, in fp32 or with autocast.
+``torch.compile`` refuses double backward through an aot-autograd graph, and the penalty needs
+one, so the compiled critic step is split: the two scoring passes (real, fake) run compiled and
+the penalty pass runs eagerly on the same weights. ``bench/d_step_arrangements.py`` measures
+this against the alternatives (the whole loss through ``torch.func`` as one compiled graph; lazy
+penalty); see bench/RESULTS.md for the figures.
+
+Graphs per resolution under compile: the fade phase passes ``fade`` as a 0-d tensor (its value
+changes every step without a recompile), the stable phase a Python 1.0 (the old path is skipped);
+G runs without grad (fakes for D) and with grad (G step); D runs with weight grads (D step) and
+frozen (G step). So at most 4 graphs of G and 4 of D per resolution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch._dynamo
+from torch import nn
+
+from fastpggan.loss import combine_d_loss, g_loss_wgan, gradient_penalty
+
+Fade = float | torch.Tensor
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Graphs per compiled forward: up to 4 per resolution (see above) over 9 resolutions.
+RECOMPILE_LIMIT = 64
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
+    """``G_ema <- beta * G_ema + (1 - beta) * G`` for every parameter."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+
+
+def reset_adam(opt: torch.optim.Optimizer) -> None:
+    """Forget the moments (the authors reset Adam at every change of level of detail)."""
+    opt.state.clear()
+
+
+class TrainSteps:
+    """The D and G updates of one training step.
+
+    ``compile``: run G's and D's forward passes through ``torch.compile`` (the penalty pass stays
+    eager). ``precision``: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the G forward and
+    D's scoring passes; the penalty always runs in fp32, and fp16 scales the losses
+    (``GradScaler``). ``gp_every``: take the penalty every k-th critic step, scaled by k
+    (1 = every step, the authors' recipe).
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        *,
+        compile: bool = False,
+        precision: str = "fp32",
+        gp_lambda: float = 10.0,
+        drift: float = 1e-3,
+        gp_every: int = 1,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if gp_every < 1:
+            raise ValueError(f"gp_every must be >= 1, got {gp_every}")
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
+        self.precision = precision
+        self.compiled = compile
+        if compile:
+            torch._dynamo.config.recompile_limit = max(
+                torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
+            )
+            self.G_run = torch.compile(G, dynamic=False)
+            self.D_run = torch.compile(D, dynamic=False)
+        else:
+            self.G_run, self.D_run = G, D
+        device_type = next(G.parameters()).device.type
+        self._autocast = (
+            (lambda: torch.autocast(device_type, _AMP_DTYPES[precision]))
+            if precision in _AMP_DTYPES
+            else contextlib.nullcontext
+        )
+        scale = precision == "fp16"
+        self.scaler_g = torch.amp.GradScaler(device_type, enabled=scale)
+        self.scaler_d = torch.amp.GradScaler(device_type, enabled=scale)
+        self._last_gp: torch.Tensor | None = None
+
+    def d_step(
+        self,
+        real: torch.Tensor,
+        z: torch.Tensor,
+        alpha: torch.Tensor,
+        res: int,
+        fade: Fade,
+        step: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """One critic update on ``real`` ``[B, 3, res, res]`` (fp32) and ``G(z)``.
+
+        ``alpha`` ``[B, 1, 1, 1]`` mixes real and fake for the penalty, taken when
+        ``step % gp_every == 0``. Returns detached 0-d statistics ``d_loss, d_real, d_fake, gp``
+        (``gp`` is the latest penalty taken).
+        """
+        with torch.no_grad(), self._autocast():
+            fake = self.G_run(z, res, fade).float()
+        with self._autocast():
+            real_scores = self.D_run(real, fade).float()
+            fake_scores = self.D_run(fake, fade).float()
+        gp = None
+        if step % self.gp_every == 0:
+            gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha)
+        loss, stats = combine_d_loss(
+            real_scores, fake_scores, gp, self.gp_lambda * self.gp_every, self.drift
+        )
+        if gp is not None:
+            self._last_gp = stats["gp"]
+        stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(loss)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return stats
+
+    def g_step(self, z: torch.Tensor, res: int, fade: Fade) -> torch.Tensor:
+        """One generator update on latents ``z`` ``[B, latent_dim]``; the detached loss (0-d)."""
+        self.D.requires_grad_(False)  # D's weight gradients are not needed here
+        try:
+            with self._autocast():
+                loss = g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade).float()
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        finally:
+            self.D.requires_grad_(True)
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Loss-scaler state (fp16 only; empty dicts otherwise) for exact resume."""
+        return {"scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("scaler_g"):
+            self.scaler_g.load_state_dict(state["scaler_g"])
+        if state.get("scaler_d"):
+            self.scaler_d.load_state_dict(state["scaler_d"])
