@@ -16,6 +16,7 @@ frozen (G step). So at most 4 graphs of G and 4 of D per resolution.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Graphs per compiled forward: up to 4 per resolution (see above) over 9 resolutions.
 RECOMPILE_LIMIT = 64
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Autocast outputs (bf16/fp16) back to fp32; fp32 and fp64 pass through."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 @torch.no_grad()
@@ -49,7 +55,9 @@ class TrainSteps:
     eager). ``precision``: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the G forward and
     D's scoring passes; the penalty always runs in fp32, and fp16 scales the losses
     (``GradScaler``). ``gp_every``: take the penalty every k-th critic step, scaled by k
-    (1 = every step, the authors' recipe).
+    (1 = every step, the authors' recipe). ``grad_sync``: called on D (and G) between the
+    backward pass and the optimizer step; multi-process runs average the gradients over the
+    ranks there (:meth:`.distributed.Distributed.sync_grads`).
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class TrainSteps:
         gp_lambda: float = 10.0,
         drift: float = 1e-3,
         gp_every: int = 1,
+        grad_sync: Callable[[nn.Module], None] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -72,6 +81,7 @@ class TrainSteps:
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
         self.precision = precision
+        self.grad_sync = grad_sync
         self.compiled = compile
         if compile:
             torch._dynamo.config.recompile_limit = max(
@@ -108,10 +118,10 @@ class TrainSteps:
         (``gp`` is the latest penalty taken).
         """
         with torch.no_grad(), self._autocast():
-            fake = self.G_run(z, res, fade).float()
+            fake = _full(self.G_run(z, res, fade))
         with self._autocast():
-            real_scores = self.D_run(real, fade).float()
-            fake_scores = self.D_run(fake, fade).float()
+            real_scores = _full(self.D_run(real, fade))
+            fake_scores = _full(self.D_run(fake, fade))
         gp = None
         if step % self.gp_every == 0:
             gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha)
@@ -123,6 +133,8 @@ class TrainSteps:
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(loss)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.D)
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
         return stats
@@ -132,9 +144,11 @@ class TrainSteps:
         self.D.requires_grad_(False)  # D's weight gradients are not needed here
         try:
             with self._autocast():
-                loss = g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade).float()
+                loss = _full(g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade))
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
+            if self.grad_sync is not None:
+                self.grad_sync(self.G)
             self.scaler_g.step(self.opt_g)
             self.scaler_g.update()
         finally:

@@ -1,0 +1,136 @@
+"""The training step under torch.compile: same parameters as eager, no recompiles for the fade.
+
+Compiled against eager is compared in float64 with plain SGD, so a parameter difference is
+exactly lr times a gradient difference: inductor reorders float64 sums, which moves results by
+a few ulps (relative 1e-12 at most here), hence the 1e-9 bound. Adam would hide nothing but
+would blur the comparison: its first step is about lr * sign(grad), so a gradient that is zero
+in one and 1e-17 in the other becomes a full lr apart.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from fastpggan import Discriminator, Generator
+from fastpggan.__main__ import main
+from fastpggan.training import TrainSteps
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: extra threads only add overhead
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+    torch.set_num_threads(n)
+
+
+def tiny_models(dtype=F64):
+    torch.manual_seed(3)
+    G = Generator(8, latent_dim=8, fmap_base=32, fmap_max=8, impl="reference").to(dtype)
+    D = Discriminator(8, fmap_base=32, fmap_max=8, impl="reference").to(dtype)
+    return G, D
+
+
+def make_steps(G, D, compile: bool, **kw) -> TrainSteps:
+    opt_g = torch.optim.SGD(G.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(D.parameters(), lr=0.1)
+    return TrainSteps(G, D, opt_g, opt_d, compile=compile, **kw)
+
+
+def batch(n=6, res=8, dtype=F64):
+    g = torch.Generator().manual_seed(11)
+    real = torch.randn(n, 3, res, res, generator=g, dtype=dtype)
+    z_d = torch.randn(n, 8, generator=g, dtype=dtype)
+    alpha = torch.rand(n, 1, 1, 1, generator=g, dtype=dtype)
+    z_g = torch.randn(n, 8, generator=g, dtype=dtype)
+    return real, z_d, alpha, z_g
+
+
+def run_step(steps: TrainSteps, fade, res=8):
+    real, z_d, alpha, z_g = batch(res=res)
+    stats = steps.d_step(real, z_d, alpha, res, fade)
+    g_loss = steps.g_step(z_g, res, fade)
+    return stats, g_loss
+
+
+def assert_same_params(a: torch.nn.Module, b: torch.nn.Module, rtol: float = 1e-9) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        err = (p - q).abs().max().item()
+        assert err <= rtol * max(p.abs().max().item(), 1.0), f"{name}: {err:.3e}"
+
+
+@pytest.mark.parametrize("fade", [torch.tensor(0.3, dtype=F64), 1.0], ids=["fading", "stable"])
+def test_compiled_step_matches_eager(fade) -> None:
+    G, D = tiny_models()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    G0, D0 = copy.deepcopy(G), copy.deepcopy(D)
+    eager, compiled = make_steps(G, D, False), make_steps(G2, D2, True)
+    for _ in range(2):
+        s_e, g_e = run_step(eager, fade)
+        s_c, g_c = run_step(compiled, fade)
+        for k in s_e:
+            torch.testing.assert_close(s_c[k], s_e[k], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(g_c, g_e, rtol=1e-9, atol=1e-12)
+    assert_same_params(D2, D)
+    assert_same_params(G2, G)
+    # The penalty moved D's weights, in the compiled run as in the eager one.
+    no_gp = make_steps(D=D0, G=G0, compile=True, gp_lambda=0.0)
+    run_step(no_gp, fade)
+    run_step(no_gp, fade)
+    assert max((p - q).abs().max().item() for p, q in zip(D0.parameters(), D2.parameters())) > 1e-3
+
+
+def test_lazy_penalty_scales_by_k() -> None:
+    # With gp_every=2 the first step takes 2 * lambda * gp; the second takes none.
+    G, D = tiny_models()
+    lazy = make_steps(copy.deepcopy(G), copy.deepcopy(D), False, gp_every=2)
+    twice = make_steps(copy.deepcopy(G), copy.deepcopy(D), False, gp_lambda=20.0)
+    none = make_steps(copy.deepcopy(G), copy.deepcopy(D), False, gp_lambda=0.0)
+    real, z_d, alpha, _ = batch()
+    lazy.d_step(real, z_d, alpha, 8, 1.0, step=0)
+    twice.d_step(real, z_d, alpha, 8, 1.0)
+    assert_same_params(lazy.D, twice.D, 1e-12)
+    stats = lazy.d_step(real, z_d, alpha, 8, 1.0, step=1)
+    none.D.load_state_dict(twice.D.state_dict())
+    none.G.load_state_dict(lazy.G.state_dict())
+    none.d_step(real, z_d, alpha, 8, 1.0)
+    assert_same_params(lazy.D, none.D, 1e-12)
+    assert stats["gp"] > 0  # the latest penalty taken is still reported
+
+
+def test_changing_fade_does_not_recompile() -> None:
+    G, D = tiny_models(torch.float32)
+    steps = make_steps(G, D, True)
+    fade = torch.tensor(0.1)
+    real, z_d, alpha, z_g = (t.float() for t in batch())
+    steps.d_step(real, z_d, alpha, 8, fade)
+    steps.g_step(z_g, 8, fade)
+    graphs = counters["stats"]["unique_graphs"]
+    # G without and with grad, D with weight grads and frozen: fastpggan/training/steps.py
+    assert graphs == 4
+    for value in (0.4, 0.75, 0.999):
+        fade.fill_(value)
+        steps.d_step(real, z_d, alpha, 8, fade)
+        steps.g_step(z_g, 8, fade)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_tiny_run_with_compile(tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.032", "--compile",
+            "--fmap-base", "32", "--fmap-max", "8", "--latent-dim", "8", "--batch", "8",
+            "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard",
+            "--tick-kimg", "0.016"]
+    assert main(args) == 0
+    log = (out / "log.jsonl").read_text()
+    assert '"compile"' in log and list(out.glob("ckpt-*.pt")) and list(out.glob("grid-8px-*.png"))
