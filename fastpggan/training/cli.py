@@ -20,6 +20,7 @@ from fastpggan.data import DataError, load_data, open_source
 from fastpggan.networks import check_resolution
 from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from fastpggan.training.config import ARCH_KEYS, DEFAULT_BATCH, TrainConfig, parse_batch
+from fastpggan.training.distributed import Distributed
 from fastpggan.training.loop import Trainer
 
 
@@ -51,7 +52,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--final-kimg", type=float, default=d.final_kimg, metavar="F",
       help="extra thousands of images at the final resolution after its phase (default: %(default)s)")
     a("--batch", default=None, metavar="SPEC",
-      help=f"minibatch per resolution: one size for all, or RES:SIZE overrides "
+      help=f"minibatch per resolution (per process under torchrun): one size for all, or RES:SIZE overrides "
            f"(default, fits an 8 GB card: {batch})")
     a("--lr", type=float, default=d.lr, help="Adam learning rate for G and D (default: %(default)s)")
     a("--seed", type=int, default=d.seed, help="seed of weights, latents and batch order (default: %(default)s)")
@@ -206,30 +207,52 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``train`` command: returns the exit code (0 done, 130/143 when stopped by a signal)."""
+    """``train`` command: returns the exit code (0 done, 130/143 when stopped by a signal).
+
+    Under ``torchrun`` every process runs this; rank 0 alone writes and prints (see
+    :mod:`.distributed`).
+    """
     cfg, state, path = resolve(args)
+    dist = Distributed.from_env(cfg.device)
+    try:
+        return _train(cfg, state, path, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, state: dict[str, Any] | None, path: Path | None, dist: Distributed) -> int:
     out = Path(cfg.out)
     created = not out.exists()
-    echo = print
+    echo = print if dist.is_main else (lambda line: None)
+    if not dist.is_main:  # rank 0 says it once
+        warnings.simplefilter("ignore")
     if state is not None:
         echo(f"resuming from {path} at {state['progress']['images'] / 1000:.1f} kimg")
     source = open_source(cfg.data, cfg.num_faces)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
     try:
         data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
     except DataError as e:
-        if created:  # leave no trace of a run that never started
+        if created and dist.is_main:  # leave no trace of a run that never started
             shutil.rmtree(out, ignore_errors=True)
         raise UsageError(str(e)) from None
+    if dist.is_main:
+        dist.barrier()
     for line in data.report():
         echo(line)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.json.tmp"
-    tmp.write_text(cfg.to_json() + "\n")
-    os.replace(tmp, out / "config.json")
-    trainer = Trainer(cfg, data, state)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".config.json.tmp"
+        tmp.write_text(cfg.to_json() + "\n")
+        os.replace(tmp, out / "config.json")
+    trainer = Trainer(cfg, data, state, dist=dist)
     total = trainer.schedule.total_images
+    where = cfg.device if not dist.enabled else (
+        f"{dist.world_size} {cfg.device} processes (global batch = {dist.world_size} x --batch)"
+    )
     echo(
-        f"training {cfg.resolution}px on {cfg.device}: {len(trainer.schedule.phases)} phases, "
+        f"training {cfg.resolution}px on {where}: {len(trainer.schedule.phases)} phases, "
         f"{total / 1000:g} kimg, run folder {out}"
     )
     result = trainer.run()

@@ -9,6 +9,14 @@ All randomness of a step comes from explicit sources saved in checkpoints: the r
 ``torch.Generator`` on the device. So a run stopped after N steps and resumed for M more ends
 with exactly the weights of an uninterrupted N + M step run (on the CPU; cuDNN may differ).
 Host syncs happen only when a record is logged (every ``log_kimg``), at ticks and phase ends.
+
+Under ``torchrun`` (a :class:`.distributed.Distributed` of several ranks) every rank runs this
+same loop on its own slice of each step's real batch and its own latents (generator seeded per
+rank), gradients are averaged before each optimizer step, and ``cfg.batch`` is the per-rank
+batch: a step consumes ``world_size`` times as many images, and the images counted (kimg,
+schedule, checkpoint names) are global. Rank 0 alone writes the run folder and prints; the
+others take part in the collectives only (logged statistics, checkpoint bookkeeping, a stop
+flag every step so that a signal on any rank stops all of them after the same step).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from fastpggan.training.checkpoint import (
     save_checkpoint,
 )
 from fastpggan.training.config import TrainConfig
+from fastpggan.training.distributed import Distributed, param_digest, rank_seed
 from fastpggan.training.runlog import RunLog
 from fastpggan.training.schedule import Position, Schedule
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
@@ -59,7 +68,8 @@ class Trainer:
     """Owns the models, optimizers, schedule and run folder of one run (``cfg.out``).
 
     ``resume``: a loaded checkpoint dict to continue from (see :mod:`.checkpoint`).
-    ``echo``: where human-readable lines go (default ``tqdm.write``).
+    ``echo``: where human-readable lines go (default ``tqdm.write``; rank 0 only).
+    ``dist``: this process's place in a multi-process run (default: the only process).
     """
 
     def __init__(
@@ -68,10 +78,13 @@ class Trainer:
         data: ImageData,
         resume: dict[str, Any] | None = None,
         echo: Callable[[str], None] = tqdm.write,
+        dist: Distributed | None = None,
     ) -> None:
-        self.cfg, self.data, self.echo = cfg, data, echo
+        self.dist = dist if dist is not None else Distributed()
+        self.cfg, self.data = cfg, data
+        self.echo = echo if self.dist.is_main else (lambda line: None)
         self.out = Path(cfg.out)
-        self.device = torch.device(cfg.device)
+        self.device = self.dist.device(cfg.device)
         self.schedule = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg)
         torch.manual_seed(cfg.seed)  # weight init
         self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
@@ -85,9 +98,10 @@ class Trainer:
         self.steps = TrainSteps(
             self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile, precision=cfg.precision,
             gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every,
+            grad_sync=self.dist.sync_grads if self.dist.enabled else None,
         )
         self._compiled_segments: set[tuple[int, bool]] = set()
-        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.gen = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, self.dist.rank))
         self.fade_t = torch.zeros((), device=self.device)
         self.grid_z = torch.randn(
             cfg.grid**2, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)
@@ -99,6 +113,7 @@ class Trainer:
         }
         if resume is not None:
             self._load(resume)
+        self.dist.broadcast_(self.G, self.D, self.G_ema)  # every rank starts from rank 0's weights
         self._stop: int | None = None
 
     # --- checkpoints -------------------------------------------------------------------
@@ -131,18 +146,48 @@ class Trainer:
         self.progress.update(s["progress"])
         rng = s["rng"]
         torch.set_rng_state(rng["torch_cpu"])
-        if rng["gen_device"] == self.device.type:
-            self.gen.set_state(rng["gen"])
+        gens = rng.get("gen_ranks", [rng["gen"]])  # one state per rank of the run that saved it
+        same_device = rng["gen_device"] == self.device.type
+        if same_device and len(gens) == self.dist.world_size:
+            self.gen.set_state(gens[self.dist.rank])
             if "torch_cuda" in rng:
                 torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
-        else:  # a generator's state does not carry across device types: continue reproducibly
-            self.gen.manual_seed(self.cfg.seed * 1_000_003 + self.progress["step"])
-            self.echo(f"note: resumed on {self.device.type} from a {rng['gen_device']} run; latents reseeded")
+        else:  # a generator's state does not carry across device types or world sizes:
+            # continue reproducibly from the seed and the step
+            self.gen.manual_seed(rank_seed(self.cfg.seed * 1_000_003 + self.progress["step"], self.dist.rank))
+            why = (f"from {len(gens)} to {self.dist.world_size} processes" if same_device
+                   else f"on {self.device.type} from a {rng['gen_device']} run")
+            self.echo(f"note: resumed {why}; latents reseeded")
+
+    def _rank_states(self) -> tuple[list[torch.Tensor], list[str]]:
+        """Every rank's latent-generator state and weight digest (a collective). Raises if the
+        ranks' weights differ: a bug, better caught at a checkpoint than after days."""
+        gen = self.gen.get_state()
+        digest = param_digest(m.state_dict() for m in (self.G, self.D, self.G_ema))
+        rows = self.dist.all_gather_bytes(torch.cat([gen, torch.tensor(list(digest.encode()), dtype=torch.uint8)]))
+        n = gen.numel()
+        digests = [bytes(r[n:].tolist()).decode() for r in rows]
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks hold different weights at step {self.progress['step']}: {digests}")
+        return [r[:n].clone() for r in rows], digests
 
     def save(self) -> Path:
-        """Write a checkpoint for the current position and keep only the newest ``keep_ckpts``."""
+        """Write a checkpoint for the current position and keep only the newest ``keep_ckpts``.
+
+        Multi-process: every rank calls it (it gathers each rank's generator state and weight
+        digest into the checkpoint); rank 0 alone writes. Returns the checkpoint's path.
+        """
         res = self.schedule.at(self.progress["images"]).phase.res
-        path = save_checkpoint(self.state_dict(), self.out / checkpoint_name(self.progress["images"], res))
+        path = self.out / checkpoint_name(self.progress["images"], res)
+        if self.dist.enabled:
+            gens, digests = self._rank_states()
+        if not self.dist.is_main:
+            return path
+        state = self.state_dict()
+        if self.dist.enabled:
+            state["rng"]["gen_ranks"] = gens
+            state["ranks"] = {"world_size": self.dist.world_size, "param_sha256": digests}
+        save_checkpoint(state, path)
         old = list_checkpoints(self.out)
         for p in old[: max(0, len(old) - self.cfg.keep_ckpts)]:
             p.unlink(missing_ok=True)
@@ -170,12 +215,13 @@ class Trainer:
     def run(self, max_steps: int | None = None) -> str:
         """Train to the end of the schedule: returns ``"done"``, ``"interrupted"`` (SIGINT or
         SIGTERM: checkpoint written) or ``"paused"`` (``max_steps`` reached: checkpoint written)."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        log = RunLog(self.out, self.cfg.tensorboard)
+        log = RunLog(self.out, self.cfg.tensorboard, enabled=self.dist.is_main)
         try:
             return self._run(log, max_steps)
         finally:
@@ -184,7 +230,7 @@ class Trainer:
             log.close()
 
     def _run(self, log: RunLog, max_steps: int | None) -> str:
-        cfg, pr = self.cfg, self.progress
+        cfg, pr, W = self.cfg, self.progress, self.dist.world_size
         total = self.schedule.total_images
         acc = torch.zeros(len(STAT_NAMES), device=self.device)
         acc_steps, t_log, img_log = 0, time.perf_counter(), pr["images"]
@@ -193,21 +239,23 @@ class Trainer:
         phase_idx = -1
         steps_here = 0
         if pr["images"] == 0:
-            log.record("event", 0, event="start", config=cfg.to_dict())
+            log.record("event", 0, event="start", config=cfg.to_dict(), world_size=W)
         else:
-            log.record("event", pr["images"], event="resume", step=pr["step"])
+            log.record("event", pr["images"], event="resume", step=pr["step"], world_size=W)
         try:
             while pr["images"] < total:
                 pos = self.schedule.at(pr["images"])
-                res, B = pos.phase.res, cfg.batch[pos.phase.res]
+                res, B = pos.phase.res, cfg.batch[pos.phase.res]  # B: per rank
                 if pos.phase.index != phase_idx:  # phase start (or resume inside a phase)
                     phase_idx = pos.phase.index
-                    feed = RealBatches(self.data.levels[res], B, cfg.seed, pr["step"], self.device, cfg.workers)
+                    feed = RealBatches(self.data.levels[res], B, cfg.seed, pr["step"], self.device, cfg.workers,
+                                       rank=self.dist.rank, world_size=W)
                     if bar is not None:
                         bar.close()
                     bar = tqdm(
                         total=pos.phase.end - pos.phase.start, initial=pr["images"] - pos.phase.start,
-                        desc=f"{res}px", unit="img", unit_scale=True, disable=not cfg.progress, leave=False,
+                        desc=f"{res}px", unit="img", unit_scale=True, leave=False,
+                        disable=not (cfg.progress and self.dist.is_main),
                     )
                 if list(pos.segment) != list(pr["segment"]):  # level of detail changed
                     reset_adam(self.opt_g)
@@ -235,20 +283,21 @@ class Trainer:
                 ema_update(self.G_ema, self.G, cfg.ema_beta)
                 acc += torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss])
                 acc_steps += 1
-                pr["images"] += B
+                pr["images"] += B * W
                 pr["step"] += 1
                 steps_here += 1
-                bar.update(min(B, pos.phase.end - pos.phase.start - bar.n))
+                bar.update(min(B * W, pos.phase.end - pos.phase.start - bar.n))
 
                 now = self.schedule.at(pr["images"])
                 phase_end = pr["images"] >= total or now.phase.index != pos.phase.index
                 tick = pr["images"] >= pr["next_tick"]
                 if pr["images"] >= pr["next_log"] or tick or phase_end:
                     t = time.perf_counter()
-                    means = (acc / acc_steps).tolist()  # the one host sync per record
+                    means = self.dist.mean_(acc / acc_steps).tolist()  # the one host sync per record
                     speed = (pr["images"] - img_log) / max(t - t_log, 1e-9)
                     vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
-                    log.record("log", pr["images"], res=res, fade=round(pos.fade, 4), img_per_s=round(speed, 2), **vals)
+                    log.record("log", pr["images"], res=res, fade=round(pos.fade, 4), batch=B * W,
+                               img_per_s=round(speed, 2), **vals)
                     bar.set_postfix_str(
                         f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
                     )
@@ -258,7 +307,7 @@ class Trainer:
                     acc_steps, t_log, img_log = 0, t, pr["images"]
                     step_log = round(cfg.log_kimg * 1000)
                     pr["next_log"] = (pr["images"] // step_log + 1) * step_log
-                    if tick or phase_end:
+                    if (tick or phase_end) and self.dist.is_main:
                         grid = self.write_grid(log, pos)
                         kind = "phase_end" if phase_end else "tick"
                         log.record(kind, pr["images"], res=res, fade=round(pos.fade, 4), grid=grid.name)
@@ -274,7 +323,11 @@ class Trainer:
                         path = self.save()
                         if phase_end:
                             self.echo(f"checkpoint {path}")
-                if self._stop is not None:
+                # A signal on any rank stops every rank after this same step (one small CPU
+                # collective per step when there are several ranks).
+                stop = self.dist.max_int(self._stop or 0)
+                if stop:
+                    self._stop = stop
                     path = self.save()
                     name = signal.Signals(self._stop).name
                     log.record("event", pr["images"], event=f"stopped by {name}", checkpoint=path.name)

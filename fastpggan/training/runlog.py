@@ -27,13 +27,19 @@ def _tensorboard_writer(folder: Path):
 
 
 class RunLog:
-    """Appends to ``out/log.jsonl``; mirrors scalars and images to ``out/tensorboard/``."""
+    """Appends to ``out/log.jsonl``; mirrors scalars and images to ``out/tensorboard/``.
 
-    def __init__(self, out: Path, tensorboard: bool = True) -> None:
-        self.file = open(out / "log.jsonl", "a", encoding="utf-8")
-        self.tb = _tensorboard_writer(out / "tensorboard") if tensorboard else None
+    ``enabled=False`` (the ranks other than 0 of a multi-process run): touches no file and
+    records nothing.
+    """
+
+    def __init__(self, out: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+        self.file = open(out / "log.jsonl", "a", encoding="utf-8") if enabled else None
+        self.tb = _tensorboard_writer(out / "tensorboard") if tensorboard and enabled else None
 
     def record(self, kind: str, images: int, **values: Any) -> None:
+        if self.file is None:
+            return
         rec = {"kind": kind, "time": round(time.time(), 3), "kimg": images / 1000, **values}
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
@@ -47,6 +53,7 @@ class RunLog:
             self.tb.add_image(tag, np.asarray(img), images, dataformats="HWC")
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tb is not None:
             self.tb.close()
