@@ -134,3 +134,27 @@ def test_tiny_run_with_compile(tmp_path) -> None:
     assert main(args) == 0
     log = (out / "log.jsonl").read_text()
     assert '"compile"' in log and list(out.glob("ckpt-*.pt")) and list(out.glob("grid-8px-*.png"))
+
+
+def test_d_step_equals_the_reference_loss() -> None:
+    # TrainSteps backpropagates the loss pass by pass (to free each graph early); the sum of the
+    # parts must be the loss of fastpggan.loss.d_loss_wgan_gp.
+    from fastpggan.loss import d_loss_wgan_gp
+
+    G, D = tiny_models()
+    D_ref = copy.deepcopy(D)
+    steps = make_steps(G, D, False)
+    real, z_d, alpha, _ = batch()
+    fade = torch.tensor(0.6, dtype=F64)
+    stats = steps.d_step(real, z_d, alpha, 8, fade)
+    with torch.no_grad():
+        fake = G(z_d, 8, fade)
+    loss, want = d_loss_wgan_gp(D_ref, real, fake, fade, alpha=alpha)
+    loss.backward()
+    with torch.no_grad():
+        for p in D_ref.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert_same_params(D, D_ref, 1e-12)
+    for k in want:
+        torch.testing.assert_close(stats[k], want[k], rtol=1e-12, atol=1e-12)

@@ -117,22 +117,30 @@ class TrainSteps:
         ``step % gp_every == 0``. Returns detached 0-d statistics ``d_loss, d_real, d_fake, gp``
         (``gp`` is the latest penalty taken).
         """
+        gp_lambda = self.gp_lambda * self.gp_every
         with torch.no_grad(), self._autocast():
             fake = _full(self.G_run(z, res, fade))
+        # The loss is a sum of one term per pass (reals with drift, fakes, penalty), so each
+        # pass is backpropagated at once and its graph freed: peak memory is that of one pass
+        # (or of the penalty's double-backward graph), not of all three together.
+        self.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
             real_scores = _full(self.D_run(real, fade))
+        self.scaler_d.scale((self.drift * real_scores.square() - real_scores).mean()).backward()
+        with self._autocast():
             fake_scores = _full(self.D_run(fake, fade))
+        self.scaler_d.scale(fake_scores.mean()).backward()
         gp = None
         if step % self.gp_every == 0:
             gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha)
-        loss, stats = combine_d_loss(
-            real_scores, fake_scores, gp, self.gp_lambda * self.gp_every, self.drift
+            self.scaler_d.scale(gp_lambda * gp.mean()).backward()
+            gp = gp.detach()
+        _, stats = combine_d_loss(
+            real_scores.detach(), fake_scores.detach(), gp, gp_lambda, self.drift
         )
         if gp is not None:
             self._last_gp = stats["gp"]
-        stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(loss)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss).backward()
+        stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
         if self.grad_sync is not None:
             self.grad_sync(self.D)
         self.scaler_d.step(self.opt_d)
