@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -38,6 +39,11 @@ from torch import nn
 # Gradients are averaged in flat buckets of at most this many bytes: few enough collectives to
 # keep the launch cost small, small enough that the concatenated copy stays modest.
 BUCKET_BYTES = 32 << 20
+# How long a collective waits for the slowest rank. Rank 0 alone writes grids and checkpoints
+# (and evaluates metrics) while the others wait in the next collective; torch's default (10
+# minutes for NCCL) is too short for a metric at a large resolution. A rank that dies is
+# noticed by torchrun, which stops the others, so a long timeout does not hide crashes.
+TIMEOUT = timedelta(minutes=60)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -102,9 +108,10 @@ class Distributed:
         if not dist.is_initialized():
             if device == "cuda":
                 torch.cuda.set_device(local)
-                dist.init_process_group("cpu:gloo,cuda:nccl", device_id=torch.device("cuda", local))
+                dist.init_process_group("cpu:gloo,cuda:nccl", timeout=TIMEOUT,
+                                        device_id=torch.device("cuda", local))
             else:
-                dist.init_process_group("gloo")
+                dist.init_process_group("gloo", timeout=TIMEOUT)
         return cls(rank, world, local)
 
     @property
