@@ -79,7 +79,10 @@ def _make_call(op: str, mode: str, variant: str, x, b, gy, v) -> Callable[[], tu
 
     if variant != "compiled":
         return {"fwd": fwd, "fwdbwd": fwdbwd, "dblbwd": dblbwd}[mode]
-    return torch.compile({"fwd": fwd, "fwdbwd": fwdbwd, "dblbwd": dblbwd_func}[mode])
+    # Static shapes per case: without a reset, dynamo would turn shapes dynamic after the first
+    # resolution and time a different kind of kernel.
+    torch._dynamo.reset()
+    return torch.compile({"fwd": fwd, "fwdbwd": fwdbwd, "dblbwd": dblbwd_func}[mode], dynamic=False)
 
 
 def _traffic(tensors) -> int:
