@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastpggan {train,generate} [options]`` (``train.py`` = ``train``).
+"""Command line: ``python -m fastpggan {train,generate,evaluate} [options]`` (``train.py`` = ``train``).
 
 Bad input gets one line on stderr naming the problem and exit code 2, before anything is written.
 """
@@ -23,6 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each subcommand's ``func`` runs it."""
     from fastpggan.generate import add_generate_arguments, run_generate
+    from fastpggan.metrics.cli import add_evaluate_arguments, run_evaluate
     from fastpggan.training.cli import add_train_arguments, run_train
 
     parser = _Parser(prog="fastpggan", description=__doc__,
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Write a sample grid (PNG) or a latent walk (GIF) from a checkpoint's G_ema.")
     add_generate_arguments(gen)
     gen.set_defaults(func=run_generate)
+    ev = sub.add_parser("evaluate", help="SWD and/or FID of a checkpoint's G_ema against real images (JSON)",
+                        description="Measure a checkpoint's G_ema (SWD, FID) against reals; print and write JSON.")
+    add_evaluate_arguments(ev)
+    ev.set_defaults(func=run_evaluate)
     return parser
 
 

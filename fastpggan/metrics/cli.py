@@ -1,0 +1,169 @@
+"""The ``evaluate`` command and the metric-flag checks it shares with ``train --metric-every``.
+
+``python -m fastpggan evaluate --ckpt PATH [--data PATH] [--metric swd,fid] [--n N]
+[--out FILE.json]`` evaluates a checkpoint's ``G_ema`` at the resolution and fade it had
+reached against ``N`` reals from the data pipeline (box-filtered to that resolution, the run's
+decoded-image cache reused), prints the results as JSON and writes them to ``--out``.
+Every check that can fail runs before images are decoded or sampled (one line, exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastpggan.metrics.evaluate import METRICS
+from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
+from fastpggan.metrics.swd import MIN_RESOLUTION
+
+DEFAULT_N = 10_000
+
+
+def parse_metrics(spec: str) -> tuple[str, ...]:
+    """``"swd,fid"`` -> ``("swd", "fid")``; ``ValueError`` (one line) on an unknown or no name."""
+    names = tuple(dict.fromkeys(s.strip().lower() for s in spec.split(",") if s.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"--metric must be a comma-separated subset of {','.join(METRICS)}, got {spec!r}")
+    return names
+
+
+def check_metric_setup(metrics: Sequence[str], inception_weights: str | None) -> None:
+    """``ValueError`` (one line) when FID is asked for but cannot run: torch-fidelity missing,
+    or the Inception weights neither at ``inception_weights``, cached, nor downloadable."""
+    if "fid" not in metrics:
+        return
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ValueError("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
+    try:
+        resolve_inception_weights(inception_weights)
+    except InceptionWeightsError as e:
+        raise ValueError(str(e)) from None
+
+
+def check_swd_resolution(metrics: Sequence[str], res: int, what: str) -> None:
+    """``ValueError`` when SWD is asked for at a resolution below its 16 px minimum."""
+    if "swd" in metrics and res < MIN_RESOLUTION:
+        raise ValueError(f"SWD needs images of at least {MIN_RESOLUTION}px; {what} is at {res}px")
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` flags (each help text names its default)."""
+    a = p.add_argument
+    a("--ckpt", required=True, metavar="PATH", help="checkpoint file (ckpt-*.pt in a run folder)")
+    a("--data", default=None, metavar="PATH",
+      help="real images: folder or .zip, or 'faces' (default: the data the checkpoint's run "
+           "trained on)")
+    a("--metric", default="swd", metavar="LIST",
+      help=f"comma-separated metrics from {','.join(METRICS)} (default: %(default)s)")
+    a("--n", type=int, default=DEFAULT_N, metavar="N",
+      help="generated images, and as many reals (default: %(default)s)")
+    a("--out", default=None, metavar="FILE.json", help="also write the results here")
+    a("--inception-weights", default=None, metavar="PATH",
+      help="FID's Inception weights file, for machines without network (default: torch's hub "
+           "cache, else downloaded)")
+    a("--seed", type=int, default=0, help="seed of the latents and SWD's projections (default: %(default)s)")
+    a("--batch", type=int, default=64, metavar="B", help="images per batch (default: %(default)s)")
+    a("--device", default="auto", choices=("auto", "cpu", "cuda"),
+      help="where to run; auto picks cuda when available (default: %(default)s)")
+    a("--cache-dir", default=None, metavar="DIR",
+      help="decoded-image and FID-statistics cache (default: the run's recorded cache folder "
+           "if it exists, else <checkpoint folder>/cache)")
+    a("--workers", type=int, default=0, metavar="N",
+      help="processes decoding images on a cache miss (default: %(default)s)")
+
+
+def _cache_dir(args: argparse.Namespace, ckpt: Path, recorded: str | None) -> Path:
+    if args.cache_dir is not None:
+        return Path(args.cache_dir)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return ckpt.parent / "cache"
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
+    from fastpggan.data import DataError, load_data, open_source
+    from fastpggan.generate import load_generator
+    from fastpggan.metrics.evaluate import evaluate_generator
+    from fastpggan.metrics.reals import data_identity, real_batches, repeats
+    from fastpggan.training.checkpoint import load_checkpoint
+    from fastpggan.training.cli import UsageError, check_writable
+    from fastpggan.training.config import TrainConfig
+    from fastpggan.training.schedule import Schedule
+
+    try:
+        metrics = parse_metrics(args.metric)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.n < 2:
+        raise UsageError(f"--n must be at least 2, got {args.n}")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be positive, got {args.batch}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:
+        if out.suffix.lower() != ".json":
+            raise UsageError(f"--out must end in .json, got {args.out!r}")
+        check_writable(out.parent if str(out.parent) else Path("."))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+    ckpt = Path(args.ckpt)
+    state = load_checkpoint(ckpt)  # CheckpointError: exit 2
+    cfg = TrainConfig.from_dict(state["config"])
+    images_seen = int(state["progress"]["images"])
+    del state
+    res = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg).at(images_seen).phase.res
+    try:
+        check_swd_resolution(metrics, res, f"checkpoint {str(ckpt)!r}")
+        check_metric_setup(metrics, args.inception_weights)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    source = open_source(args.data if args.data is not None else cfg.data, cfg.num_faces)  # DataError: exit 2
+    cache_dir = _cache_dir(args, ckpt, cfg.cache_dir)
+    check_writable(cache_dir)
+
+    # The work: decode (or open the cached) reals, sample, measure.
+    t0 = time.perf_counter()
+    try:
+        data = load_data(source, cfg.resolution, cache_dir, args.workers)
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if repeats(data, args.n):
+        print(f"note: --n {args.n} is more than the {data.count} images of {source.describe()}; "
+              "reals are repeated", file=sys.stderr)
+    G, res, fade = load_generator(ckpt, device)
+    results = evaluate_generator(
+        G, real_batches(data.levels[res], args.n, args.batch), res=res, metrics=metrics,
+        num_images=args.n, fade=fade, batch_size=args.batch, seed=args.seed, device=device,
+        inception_weights=args.inception_weights, cache_dir=cache_dir,
+        dataset_id=data_identity(data), progress=sys.stderr.isatty(),
+    )
+    result = {
+        "ckpt": str(ckpt), "data": source.describe(), "res": res, "fade": round(fade, 4),
+        "kimg": images_seen / 1000, "n": args.n, "seed": args.seed, "metrics": list(metrics),
+        "results": results, "seconds": round(time.perf_counter() - t0, 2),
+    }
+    print(json.dumps(result, indent=2))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(out, result)
+    return 0
