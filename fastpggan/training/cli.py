@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fastpggan.data import DataError, load_data, open_source
+from fastpggan.metrics.cli import check_metric_setup, check_swd_resolution, parse_metrics
 from fastpggan.networks import check_resolution
 from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from fastpggan.training.config import ARCH_KEYS, DEFAULT_BATCH, TrainConfig, parse_batch
@@ -99,6 +100,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--gp-every", type=int, default=d.gp_every, metavar="K",
       help="take the gradient penalty every K-th D step, scaled by K (lazy regularisation; "
            "1 = every step, the authors' recipe) (default: %(default)s)")
+    a("--metric-every", type=float, default=d.metric_every, metavar="K",
+      help="measure G_ema every K thousand images and at each phase end, logged as 'metric' "
+           "records; each measurement pauses training (default: %(default)s = never)")
+    a("--metric", default=",".join(d.metrics), metavar="LIST",
+      help="metrics for --metric-every: swd, fid or swd,fid; SWD is skipped below 16 px "
+           "(default: %(default)s)")
+    a("--metric-n", type=int, default=d.metric_n, metavar="N",
+      help="generated images per measurement, against as many reals (default: %(default)s)")
+    a("--inception-weights", default=None, metavar="PATH",
+      help="FID's Inception weights file, for machines without network (default: torch's hub "
+           "cache, else downloaded before training starts)")
     a("--resume", default=None, metavar="auto|PATH",
       help="continue a run: 'auto' takes the newest checkpoint in --out (starts fresh if none), "
            "or give a checkpoint file (default: start fresh; refuses an --out holding checkpoints)")
@@ -167,6 +179,16 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         raise UsageError("--device cuda: no CUDA device is available")
     _positive("--gp-every", args.gp_every)
     compile_on = resolve_compile(args.compile, device)
+    _positive("--metric-every", args.metric_every, zero_ok=True)
+    try:
+        metrics = list(parse_metrics(args.metric))
+        if args.metric_every > 0:
+            check_swd_resolution(metrics, args.res, "--res")
+            check_metric_setup(metrics, args.inception_weights)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.metric_n < 2:
+        raise UsageError(f"--metric-n must be at least 2, got {args.metric_n}")
     try:
         source = open_source(args.data, args.num_faces)
     except DataError as e:
@@ -184,6 +206,8 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         cache_dir=args.cache_dir or str(out / "cache"), tensorboard=args.tensorboard,
         progress=sys.stderr.isatty(), impl=args.impl, compile=compile_on,
         precision="fp32" if args.precision == "auto" else args.precision, gp_every=args.gp_every,
+        metric_every=args.metric_every, metrics=metrics, metric_n=args.metric_n,
+        inception_weights=args.inception_weights,
     )
     state, path = None, None
     if args.resume is None:

@@ -86,6 +86,12 @@ class TrainConfig:
     compile: bool = False
     precision: str = "fp32"
     gp_every: int = 1
+    # Quality metrics of G_ema during training (fastpggan.metrics): every metric_every kimg
+    # (0 = never) and at phase ends, metric_n generated images against as many reals.
+    metric_every: float = 0.0
+    metrics: list[str] = field(default_factory=lambda: ["swd"])
+    metric_n: int = 2000
+    inception_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -36,6 +36,9 @@ from tqdm import tqdm
 from fastpggan.data import ImageData, RealBatches
 from fastpggan.generate import make_grid, sample
 from fastpggan.layers import downsample2x, upsample2x
+from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
+from fastpggan.metrics.reals import data_identity, real_batches
+from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.checkpoint import (
     FORMAT,
@@ -109,12 +112,19 @@ class Trainer:
         tick, log = round(cfg.tick_kimg * 1000), round(cfg.log_kimg * 1000)
         self.progress: dict[str, Any] = {
             "images": 0, "step": 0, "segment": [-1, False], "ticks": 0,
-            "next_tick": tick, "next_log": log,
+            "next_tick": tick, "next_log": log, "next_metric": round(cfg.metric_every * 1000),
         }
         if resume is not None:
             self._load(resume)
         self.dist.broadcast_(self.G, self.D, self.G_ema)  # every rank starts from rank 0's weights
         self._stop: int | None = None
+        # For _evaluate: the reals' SWD descriptors / FID statistics at the resolution being
+        # measured (kept between measurements, dropped when training moves up), the FID
+        # feature extractor (made on first use), whether the SWD-below-16px note was shown.
+        self._metric_reals: dict = {}
+        self._metric_res = 0
+        self._extractor: FeatureExtractor | None = None
+        self._swd_skip_noted = False
 
     # --- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -202,6 +212,39 @@ class Trainer:
         img.save(path)
         log.image("samples", img, images)
         return path
+
+    def _evaluate(self, log: RunLog, pos: Position) -> dict[str, float]:
+        """Measure ``G_ema`` at ``pos``'s resolution and fade: ``cfg.metrics`` from
+        ``cfg.metric_n`` samples against as many reals (:mod:`fastpggan.metrics`); writes one
+        ``metric`` record (JSONL and TensorBoard) and a console line. Returns the results, empty
+        when no asked metric applies yet (SWD below 16 px, skipped with a one-time note)."""
+        cfg, res = self.cfg, pos.phase.res
+        metrics = [m for m in cfg.metrics if m != "swd" or res >= SWD_MIN_RESOLUTION]
+        if len(metrics) < len(cfg.metrics) and not self._swd_skip_noted:
+            self._swd_skip_noted = True
+            self.echo(f"note: SWD needs {SWD_MIN_RESOLUTION}px images: not measured below {SWD_MIN_RESOLUTION}px")
+        if not metrics:
+            return {}
+        if res != self._metric_res:  # training never returns to a lower resolution
+            self._metric_reals.clear()
+            self._metric_res = res
+        if "fid" in metrics and self._extractor is None:
+            self._extractor = inception_extractor(cfg.inception_weights, self.device)
+        t = time.perf_counter()
+        B = cfg.batch[res]
+        results = evaluate_generator(
+            self.G_ema, real_batches(self.data.levels[res], cfg.metric_n, B), res=res, metrics=metrics,
+            num_images=cfg.metric_n, fade=pos.fade, batch_size=B, seed=cfg.seed, device=self.device,
+            extractor=self._extractor, cache_dir=cfg.cache_dir, dataset_id=data_identity(self.data),
+            real_cache=self._metric_reals, progress=cfg.progress,
+        )
+        secs = time.perf_counter() - t
+        images = self.progress["images"]
+        log.record("metric", images, res=res, fade=round(pos.fade, 4), n=cfg.metric_n,
+                   seconds=round(secs, 2), **{k: round(v, 4) for k, v in results.items()})
+        shown = "  ".join(f"{k} {v:.2f}" for k, v in results.items() if k in ("swd_x1e3_avg", "fid"))
+        self.echo(f"metric {images / 1000:.1f} kimg  {res}px  {shown}  ({cfg.metric_n} images, {secs:.1f}s)")
+        return results
 
     # --- the loop -------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -291,7 +334,8 @@ class Trainer:
                 now = self.schedule.at(pr["images"])
                 phase_end = pr["images"] >= total or now.phase.index != pos.phase.index
                 tick = pr["images"] >= pr["next_tick"]
-                if pr["images"] >= pr["next_log"] or tick or phase_end:
+                metric = cfg.metric_every > 0 and (phase_end or pr["images"] >= pr["next_metric"])
+                if pr["images"] >= pr["next_log"] or tick or phase_end or metric:
                     t = time.perf_counter()
                     means = self.dist.mean_(acc / acc_steps).tolist()  # the one host sync per record
                     speed = (pr["images"] - img_log) / max(t - t_log, 1e-9)
@@ -319,6 +363,11 @@ class Trainer:
                         step_tick = round(cfg.tick_kimg * 1000)
                         pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick
                         pr["ticks"] += 1
+                    if metric:  # the schedule advances on every rank, whoever evaluates
+                        self._evaluate(log, pos)
+                        step_metric = round(cfg.metric_every * 1000)
+                        pr["next_metric"] = (pr["images"] // step_metric + 1) * step_metric
+                        t_log = time.perf_counter()  # the next speed is training's, not evaluation's
                     if phase_end or (tick and pr["ticks"] % cfg.ckpt_ticks == 0):
                         path = self.save()
                         if phase_end:
