@@ -189,10 +189,11 @@ def _signal_worker(rank: int, port: int, out: str) -> None:
 def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     mp.spawn(_signal_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert ranks[0] == ranks[1] == {"result": "interrupted", "by": int(signal.SIGTERM), "step": 3}
+    # Rank 1 votes to stop after step 3; every rank reads the votes one step later.
+    assert ranks[0] == ranks[1] == {"result": "interrupted", "by": int(signal.SIGTERM), "step": 4}
     (ckpt,) = list_checkpoints(tmp_path / "run")
     state = load_checkpoint(ckpt)
-    assert state["progress"]["step"] == 3 and state["progress"]["images"] == 3 * 2 * 4
+    assert state["progress"]["step"] == 4 and state["progress"]["images"] == 4 * 2 * 4
     assert state["ranks"]["world_size"] == 2 and len(set(state["ranks"]["param_sha256"])) == 1
 
 

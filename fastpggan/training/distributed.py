@@ -168,14 +168,6 @@ class Distributed:
             t.div_(self.world_size)
         return t
 
-    def max_int(self, value: int) -> int:
-        """The largest ``value`` over the ranks (a CPU collective: never waits for the GPU)."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t[0])
-
     def all_gather_bytes(self, data: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's ``uint8 [n]`` CPU tensor (``n`` equal on all ranks), in rank order."""
         if not self.enabled:
@@ -187,3 +179,34 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+class StopVote:
+    """Agree on stopping (a signal number, 0 for none) without stalling a step.
+
+    Each call starts a background max-reduction of this rank's vote over the ranks (a CPU
+    collective: it never waits for the GPU) and returns the result of the previous call's, so
+    every rank learns of a signal on any rank one step later, at the same step. Single
+    process: the vote itself, at once.
+    """
+
+    def __init__(self, dist: Distributed) -> None:
+        self.dist = dist
+        self._vote: torch.Tensor | None = None
+        self._work = None
+
+    def __call__(self, vote: int) -> int:
+        if not self.dist.enabled:
+            return vote
+        agreed = self.settle()
+        self._vote = torch.tensor([vote], dtype=torch.int64)
+        self._work = dist.all_reduce(self._vote, op=dist.ReduceOp.MAX, async_op=True)
+        return agreed
+
+    def settle(self) -> int:
+        """Wait for the vote in flight, if any; its result (0 when none)."""
+        if self._work is None:
+            return 0
+        self._work.wait()
+        self._work = None
+        return int(self._vote[0])

@@ -47,7 +47,7 @@ from fastpggan.training.checkpoint import (
     save_checkpoint,
 )
 from fastpggan.training.config import TrainConfig
-from fastpggan.training.distributed import Distributed, param_digest, rank_seed
+from fastpggan.training.distributed import Distributed, StopVote, param_digest, rank_seed
 from fastpggan.training.runlog import RunLog
 from fastpggan.training.schedule import Position, Schedule
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
@@ -281,6 +281,7 @@ class Trainer:
         bar: tqdm | None = None
         phase_idx = -1
         steps_here = 0
+        vote = StopVote(self.dist)
         if pr["images"] == 0:
             log.record("event", 0, event="start", config=cfg.to_dict(), world_size=W)
         else:
@@ -372,9 +373,9 @@ class Trainer:
                         path = self.save()
                         if phase_end:
                             self.echo(f"checkpoint {path}")
-                # A signal on any rank stops every rank after this same step (one small CPU
-                # collective per step when there are several ranks).
-                stop = self.dist.max_int(self._stop or 0)
+                # A signal on any rank stops every rank after the same step (one step later
+                # when there are several ranks: the vote is reduced in the background).
+                stop = vote(self._stop or 0)
                 if stop:
                     self._stop = stop
                     path = self.save()
@@ -387,6 +388,7 @@ class Trainer:
                     log.record("event", pr["images"], event="paused", checkpoint=path.name)
                     return "paused"
         finally:
+            vote.settle()  # every rank issued it: it completes
             if bar is not None:
                 bar.close()
         log.record("event", pr["images"], event="done")
