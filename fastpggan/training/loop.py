@@ -365,7 +365,8 @@ class Trainer:
                         pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick
                         pr["ticks"] += 1
                     if metric:  # the schedule advances on every rank, whoever evaluates
-                        self._evaluate(log, pos)
+                        if self.dist.is_main:  # the other ranks wait in the next collective
+                            self._evaluate(log, pos)
                         step_metric = round(cfg.metric_every * 1000)
                         pr["next_metric"] = (pr["images"] // step_metric + 1) * step_metric
                         t_log = time.perf_counter()  # the next speed is training's, not evaluation's
