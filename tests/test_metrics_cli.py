@@ -20,12 +20,14 @@ from fastpggan.metrics.reals import real_batches
 from fastpggan.training import TrainConfig, Trainer, list_checkpoints
 
 N = 128  # images per measurement: small, so the SWD sort stays cheap on one CPU thread
-# Big enough to learn something in ~150 steps (batch 32): res 16 = phases 4, 8, 16 px, the last
-# one 3 kimg long. EMA beta 0.99: G_ema follows G within these few steps.
-RUN = ["--res", "16", "--kimg-per-phase", "1", "--final-kimg", "2", "--batch", "32",
-       "--fmap-base", "128", "--fmap-max", "32", "--latent-dim", "32", "--ema-beta", "0.99",
-       "--num-faces", "256", "--workers", "0", "--grid", "2", "--no-tensorboard",
-       "--tick-kimg", "100", "--log-kimg", "1", "--keep-ckpts", "10"]
+# The README's quick-run recipe, shortened: res 16 = phases 4, 8, 16 px (1 + 2 + 2 kimg) and
+# 1 kimg more at 16 px, batch 16 (375 steps). Measured with seeds 0, 1 and 2: SWD of G_ema
+# falls by 35 to 40 % from its initialisation (the authors' lr 1e-3 at batch 32 over fewer
+# steps left this tiny model at its initial SWD for two seeds of three).
+RUN = ["--res", "16", "--kimg-per-phase", "2", "--final-kimg", "1", "--batch", "16",
+       "--lr", "2e-3", "--fmap-base", "512", "--fmap-max", "64", "--latent-dim", "64",
+       "--ema-beta", "0.99", "--num-faces", "1000", "--workers", "0", "--grid", "2",
+       "--no-tensorboard", "--tick-kimg", "100", "--log-kimg", "1", "--keep-ckpts", "10"]
 
 
 class TinyFeatures:
@@ -70,14 +72,15 @@ def records(out: Path, kind: str) -> list[dict]:
 
 def test_metric_every_writes_metric_records(run, capsys) -> None:
     metric = records(run, "metric")
-    # Every 1.5 kimg and at phase ends (0.512, 1.504, 4.512 kimg); SWD is skipped below 16 px.
-    assert [(r["kimg"], r["res"]) for r in metric] == [(3.008, 16), (4.512, 16)]
+    # Every 1.5 kimg (1.504, 3.008, 4.512) and at phase ends (1.008, 3.008, 6.0); SWD is skipped
+    # below 16 px, which starts at 3.008 kimg with its fade.
+    assert [(r["kimg"], r["res"]) for r in metric] == [(4.512, 16), (6.0, 16)]
     for r in metric:
         assert r["n"] == N and r["fade"] == 1.0 and r["seconds"] > 0
         assert set(r) >= {"swd_x1e3_16", "swd_x1e3_avg"} and r["swd_x1e3_avg"] == r["swd_x1e3_16"] > 0
     # The next measurement point is saved with the rest of the progress.
     ckpt = torch.load(list_checkpoints(run)[-1], weights_only=True)
-    assert ckpt["progress"]["next_metric"] == 6000
+    assert ckpt["progress"]["next_metric"] == 7500
     assert records(run, "event")[-1]["event"] == "done"
 
 
@@ -93,10 +96,7 @@ def test_swd_of_briefly_trained_generator_is_lower_than_at_init(run, one_thread)
 
     at_init = swd(Trainer(cfg, data, echo=lambda s: None).G_ema)  # the same seed: the same init
     trained = records(run, "metric")[-1]["swd_x1e3_avg"]  # same G_ema, reals, seed and N
-    # Measured: 167 at init, 145 after these ~150 steps (seed 0). Caveat: with seeds 1 and 2 the
-    # same run ends at 172 vs 171 and 133 vs 120: this tiny model does not reliably improve SWD
-    # within a CPU test's budget (its samples collapse to one blob), so this checks seed 0 only.
-    assert trained < 0.95 * at_init, (trained, at_init)
+    assert trained < 0.8 * at_init, (trained, at_init)
 
 
 def evaluate(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -113,8 +113,8 @@ def test_evaluate_writes_json_matching_the_training_record(run, tmp_path, capsys
     result = json.loads(dest.read_text())
     assert json.loads(out) == result
     assert result["ckpt"] == str(ckpt) and result["res"] == 16 and result["n"] == N
-    assert result["seed"] == 0 and result["metrics"] == ["swd"] and result["kimg"] == 4.512
-    assert result["data"].startswith("built-in faces (256")
+    assert result["seed"] == 0 and result["metrics"] == ["swd"] and result["kimg"] == 6.0
+    assert result["data"].startswith("built-in faces (1000")
     # The command and the training hook measure the same thing the same way (reals from the
     # run's cache in the same fixed order, the same latents).
     last = records(run, "metric")[-1]
