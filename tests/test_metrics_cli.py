@@ -121,7 +121,22 @@ def test_evaluate_writes_json_matching_the_training_record(run, tmp_path, capsys
     assert result["results"]["swd_x1e3_avg"] == pytest.approx(last["swd_x1e3_avg"], abs=1e-3)
 
 
-def test_evaluate_fid_with_an_injected_extractor(run, tmp_path, capsys, monkeypatch, one_thread) -> None:
+@pytest.fixture
+def fidelity(monkeypatch):
+    """torch-fidelity counted as installed (it is an optional extra the CI venv does not have):
+    these tests exercise the checks after it, with the extractor or the weights faked."""
+    monkeypatch.setattr(metrics_cli, "fidelity_installed", lambda: True)
+
+
+def test_fid_without_torch_fidelity_says_what_to_install(run, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(metrics_cli, "fidelity_installed", lambda: False)
+    code, out, err = evaluate(["--ckpt", str(list_checkpoints(run)[-1]), "--metric", "fid"], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().endswith("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
+
+
+def test_evaluate_fid_with_an_injected_extractor(run, tmp_path, capsys, monkeypatch, one_thread,
+                                                 fidelity) -> None:
     monkeypatch.setattr(metrics_cli, "resolve_inception_weights", lambda path: Path("unused"))
     monkeypatch.setattr(evaluate_mod, "inception_extractor", lambda path, device: TinyFeatures())
     ckpt = list_checkpoints(run)[-1]
@@ -148,7 +163,7 @@ def offline_hub(tmp_path, monkeypatch):
     torch.hub.set_dir(old)
 
 
-def test_evaluate_bad_input_exits_2_before_work(run, tmp_path, capsys, offline_hub) -> None:
+def test_evaluate_bad_input_exits_2_before_work(run, tmp_path, capsys, offline_hub, fidelity) -> None:
     ckpts = list_checkpoints(run)
     last = str(ckpts[-1])
     at_8px = str(next(p for p in ckpts if p.name.endswith("-8px.pt")))
@@ -169,7 +184,8 @@ def test_evaluate_bad_input_exits_2_before_work(run, tmp_path, capsys, offline_h
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r.txt").exists()  # nothing written
 
 
-def test_train_metric_flags_are_checked_before_anything_is_written(tmp_path, capsys, offline_hub) -> None:
+def test_train_metric_flags_are_checked_before_anything_is_written(tmp_path, capsys, offline_hub,
+                                                                   fidelity) -> None:
     out = tmp_path / "run"
     cases = [
         (["--metric-every", "-1"], "--metric-every must be >= 0"),

@@ -37,12 +37,17 @@ def parse_metrics(spec: str) -> tuple[str, ...]:
     return names
 
 
+def fidelity_installed() -> bool:
+    """Whether torch-fidelity (FID's Inception network, the ``fid`` extra) can be imported."""
+    return importlib.util.find_spec("torch_fidelity") is not None
+
+
 def check_metric_setup(metrics: Sequence[str], inception_weights: str | None) -> None:
     """``ValueError`` (one line) when FID is asked for but cannot run: torch-fidelity missing,
     or the Inception weights neither at ``inception_weights``, cached, nor downloadable."""
     if "fid" not in metrics:
         return
-    if importlib.util.find_spec("torch_fidelity") is None:
+    if not fidelity_installed():
         raise ValueError("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
     try:
         resolve_inception_weights(inception_weights)
