@@ -32,12 +32,7 @@ TINY = ["--res", "8", "--kimg-per-phase", "0.032", "--tick-kimg", "0.016", "--lo
 HALF = 4  # per-rank batch in the gradient test
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

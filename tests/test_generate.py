@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import torch_threads
 import torch
 from PIL import Image
 
@@ -18,11 +19,9 @@ TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch"
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("gen") / "run"
-    assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", *TINY]) == 0
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", *TINY]) == 0
     return latest_checkpoint(out)
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import torch_threads
 import torch
 
 from fastpggan.__main__ import main
@@ -46,23 +47,13 @@ class TinyFeatures:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished tiny run measuring SWD every 1.5 kimg (and at phase ends)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model, shared CPU: more threads only add overhead
-    try:
-        out = tmp_path_factory.mktemp("metrics") / "run"
-        argv = ["train", "--out", str(out), *RUN, "--metric-every", "1.5", "--metric-n", str(N)]
+    out = tmp_path_factory.mktemp("metrics") / "run"
+    argv = ["train", "--out", str(out), *RUN, "--metric-every", "1.5", "--metric-n", str(N)]
+    with torch_threads(1):
         assert main(argv) == 0
-    finally:
-        torch.set_num_threads(n)
     return out
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def records(out: Path, kind: str) -> list[dict]:

@@ -23,15 +23,15 @@ from fastpggan.training import TrainSteps
 F64 = torch.float64
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: extra threads only add overhead
     torch._dynamo.reset()
     counters.clear()
     yield
     torch._dynamo.reset()
-    torch.set_num_threads(n)
 
 
 def tiny_models(dtype=F64):

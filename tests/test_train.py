@@ -21,14 +21,7 @@ TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch"
         "--num-faces", "64", "--workers", "0", "--grid", "2", "--no-tensorboard"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: per-op overhead dominates, and extra threads only fight the
-    # other processes on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(out: Path, **kw) -> TrainConfig:
