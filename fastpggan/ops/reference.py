@@ -27,9 +27,15 @@ def pixel_norm(x: torch.Tensor, eps: float = PIXEL_NORM_EPS) -> torch.Tensor:
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
 
 
+def _bias_lrelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    # In place on the fresh ``x + bias``: autograd then keeps the activation's output, which the
+    # next layer keeps anyway, instead of its input, a second full-size tensor per layer.
+    return F.leaky_relu(x + _channel_view(bias, x), LRELU_SLOPE, inplace=True)
+
+
 def bias_lrelu(x: torch.Tensor, bias: torch.Tensor, out_scale: float = 1.0) -> torch.Tensor:
     """Discriminator epilogue: ``leaky_relu(x + bias, 0.2) * out_scale``."""
-    y = F.leaky_relu(x + _channel_view(bias, x), LRELU_SLOPE)
+    y = _bias_lrelu(x, bias)
     return y * out_scale if out_scale != 1.0 else y
 
 
@@ -37,7 +43,7 @@ def bias_lrelu_pixelnorm(
     x: torch.Tensor, bias: torch.Tensor, out_scale: float = 1.0
 ) -> torch.Tensor:
     """Generator epilogue: ``pixel_norm(leaky_relu(x + bias, 0.2)) * out_scale``."""
-    y = pixel_norm(F.leaky_relu(x + _channel_view(bias, x), LRELU_SLOPE))
+    y = pixel_norm(_bias_lrelu(x, bias))
     return y * out_scale if out_scale != 1.0 else y
 
 
