@@ -16,6 +16,13 @@ TEST_COMMAND = (
 )
 
 
+def imported_files(code: str, path: Path, cwd: Path) -> list[str]:
+    """Run ``code`` (which prints module files) in a fresh interpreter with ``path`` as argv[1]."""
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)], cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.split()
+
+
 def test_readme_test_command_is_what_ci_runs() -> None:
     assert TEST_COMMAND in (ROOT / "README.md").read_text()
     assert TEST_COMMAND in (ROOT / ".ci" / "run").read_text().splitlines()
@@ -57,11 +64,7 @@ def test_installed_copy_imports_fastpggan_kernels(wheel: Path, tmp_path: Path) -
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import fastpggan.kernels as k, fastpggan as f; print(k.__file__); print(f.__file__)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(target)], cwd=tmp_path, check=True,
-        capture_output=True, text=True,
-    ).stdout.split()
-    assert out == [str(target / "fastpggan" / "kernels" / "__init__.py"),
+    assert imported_files(code, target, tmp_path) == [str(target / "fastpggan" / "kernels" / "__init__.py"),
                    str(target / "fastpggan" / "__init__.py")]
 
 
@@ -72,8 +75,4 @@ def test_uninstalled_checkout_imports_fastpggan_kernels(tmp_path: Path) -> None:
         "sys.path_hooks = [h for h in sys.path_hooks if 'editable' not in repr(h)];"
         "sys.path.insert(0, sys.argv[1]); import fastpggan.kernels as k; print(k.__file__)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT)], cwd=tmp_path, check=True,
-        capture_output=True, text=True,
-    ).stdout.strip()
-    assert out == str(ROOT / "kernels" / "__init__.py")
+    assert imported_files(code, ROOT, tmp_path) == [str(ROOT / "kernels" / "__init__.py")]

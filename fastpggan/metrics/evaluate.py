@@ -132,47 +132,53 @@ def evaluate_generator(
     if need_swd or need_fid:
         if reals is None:
             raise ValueError("no real images given and no cached real statistics to use")
-        swd_set = (
-            _new_swd_set(res, num_images, seed, device, swd_max_descriptors) if need_swd else None
-        )
-        acc = FeatureStatsAccumulator()
         with tqdm(total=num_images, desc="reals", unit="img", disable=not progress) as bar:
-            for batch in iterate_batches(reals, num_images, res, batch_size):
-                batch = batch.to(device)
-                if swd_set is not None:
-                    swd_set.update(batch)
-                if need_fid:
-                    with torch.no_grad():
-                        acc.update(extractor(batch))
-                bar.update(batch.shape[0])
-        if swd_set is not None:
+            swd_set, fid_stats = _one_pass(
+                iterate_batches(reals, num_images, res, batch_size), need_swd, need_fid, res,
+                num_images, seed, device, swd_max_descriptors, extractor, bar,
+            )
+        if need_swd:
             real_swd = swd_set
         if need_fid:
-            real_fid = acc.stats()
+            real_fid = fid_stats
             if stats_path is not None:
                 real_fid.save(stats_path)
     if real_cache is not None:
         real_cache[key] = {"swd": real_swd, "fid": real_fid}
 
     # Fake side: one pass over G's samples feeds both metrics.
-    fake_swd = _new_swd_set(res, num_images, seed, device, swd_max_descriptors) if want_swd else None
-    acc = FeatureStatsAccumulator()
-    for batch in sample_images(
+    fakes = sample_images(
         G, num_images, res=res, fade=fade, batch_size=batch_size, seed=seed, progress=progress
-    ):
-        batch = batch.to(device)
-        if fake_swd is not None:
-            fake_swd.update(batch)
-        if want_fid:
-            with torch.no_grad():
-                acc.update(extractor(batch))
+    )
+    fake_swd, fake_fid = _one_pass(fakes, want_swd, want_fid, res, num_images, seed, device,
+                                   swd_max_descriptors, extractor)
 
     results: dict[str, float] = {}
     if want_swd:
         results.update(multiscale_swd(real_swd, fake_swd, seed=seed, device=device))
     if want_fid:
-        results["fid"] = fid_from_stats(real_fid, acc.stats())
+        results["fid"] = fid_from_stats(real_fid, fake_fid)
     return results
+
+
+def _one_pass(
+    batches, swd: bool, fid: bool, res: int, num_images: int, seed: int,
+    device: torch.device | str, max_descriptors: int, extractor, bar: tqdm | None = None,
+) -> tuple[SWDDescriptors | None, FeatureStats | None]:
+    """One pass over uint8 batches ``[B, 3, res, res]`` feeding both metrics: the SWD
+    descriptors (``swd``) and the FID feature statistics (``fid``), each ``None`` if not asked."""
+    swd_set = _new_swd_set(res, num_images, seed, device, max_descriptors) if swd else None
+    acc = FeatureStatsAccumulator() if fid else None
+    for batch in batches:
+        batch = batch.to(device)
+        if swd_set is not None:
+            swd_set.update(batch)
+        if acc is not None:
+            with torch.no_grad():
+                acc.update(extractor(batch))
+        if bar is not None:
+            bar.update(batch.shape[0])
+    return swd_set, (acc.stats() if acc is not None else None)
 
 
 def _new_swd_set(

@@ -80,9 +80,7 @@ class TrainSteps:
             raise ValueError(f"gp_every must be >= 1, got {gp_every}")
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
-        self.precision = precision
         self.grad_sync = grad_sync
-        self.compiled = compile
         if compile:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
