@@ -150,6 +150,27 @@ def compare_diversity(fake: DiversityStats, real: DiversityStats) -> dict[str, t
 
 RATIO_NAMES = ("colour_ratio", "structure_ratio", "nearest_ratio")
 
+
+def extra_latents(grid_latents: torch.Tensor, run_seed: int, n: int = DIVERSITY_SAMPLES) -> torch.Tensor:
+    """The latents measured besides the grid's ``[G, D]``: float32 ``[max(n - G, 0), D]`` on
+    the grid latents' device, drawn on the CPU from ``run_seed + 2`` (the grid's come from
+    ``run_seed + 1``), so a run and ``evaluate`` on its checkpoints measure the same latents."""
+    g, dim = grid_latents.shape
+    z = torch.randn(max(n - g, 0), dim, generator=torch.Generator().manual_seed(run_seed + 2))
+    return z.to(grid_latents.device)
+
+
+def real_diversity(level, hair: bool, n: int = DIVERSITY_SAMPLES,
+                   device: torch.device | str = "cpu") -> DiversityStats:
+    """The reals' side at one resolution: the first ``min(n, count)`` images of the metrics'
+    fixed order (:func:`fastpggan.metrics.reals.real_batches`) of one level of ``ImageData``
+    (``uint8 [count, r, r, 3]``); ``hair`` for the built-in faces at ``r >= HAIR_MIN_RES``."""
+    from fastpggan.metrics.reals import real_batches
+
+    n = min(n, level.shape[0])
+    images = torch.cat(list(real_batches(level, n, n))).to(device)
+    return diversity_stats(images, hair=hair and images.shape[-1] >= HAIR_MIN_RES)
+
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_PATIENCE = 3
 
