@@ -19,7 +19,7 @@ from fastpggan.metrics.diversity import (
     CollapseWatch,
     compare_diversity,
     diversity_stats,
-    extra_latents,
+    diversity_latents,
     hair_classes,
     real_diversity,
 )
@@ -130,7 +130,7 @@ def test_one_hair_colour_triggers_the_warning(reals16, ref16, hair):
     assert r["hair_coverage"] < 0.2
     healthy = ratios(compare_diversity(diversity_stats(faces(range(N, 2 * N), 16), hair=True), ref16))
     watch = CollapseWatch()
-    assert [watch.update(healthy) for _ in range(3)] == [None] * 3
+    assert [watch.update(healthy) for _ in range(DEFAULT_PATIENCE)] == [None] * DEFAULT_PATIENCE
     lines = [watch.update(r) for _ in range(DEFAULT_PATIENCE)]
     assert lines[:-1] == [None] * (DEFAULT_PATIENCE - 1)
     assert lines[-1] is not None and "colour" in lines[-1]
@@ -142,7 +142,7 @@ def _tick(v: float) -> dict[str, float]:
 
 def test_watch_warns_once_then_only_when_it_worsens():
     w = CollapseWatch(threshold=0.7, patience=2, worsen=0.1, arm_ticks=100)
-    assert w.update(_tick(0.9)) is None  # armed
+    assert w.update(_tick(0.9)) is None and w.update(_tick(0.9)) is None  # variety: armed
     assert w.update(_tick(0.5)) is None  # one low tick: not yet
     assert w.update(_tick(0.5)) is not None
     assert w.update(_tick(0.45)) is None  # lower, but by less than 0.1
@@ -153,16 +153,20 @@ def test_watch_warns_once_then_only_when_it_worsens():
     # back above for `patience` ticks re-arms: a later drop warns afresh
     assert w.update(_tick(0.8)) is None and w.update(_tick(0.8)) is None
     assert w.update(_tick(0.6)) is None
-    assert w.update(_tick(0.6)) is not None
+    line = w.update(_tick(0.6))
+    assert line is not None and "even more" not in line
 
 
 def test_watch_ignores_a_young_generator_and_short_dips():
     w = CollapseWatch(threshold=0.7, patience=3, arm_ticks=6)
     # low from the start: not watched before tick 6, then patience 3 -> warns at tick 8
     assert [w.update(_tick(0.3)) is not None for _ in range(8)] == [False] * 7 + [True]
+    # one good tick does not arm it (a run that is still learning): needs `patience` in a row
     w = CollapseWatch(threshold=0.7, patience=3, arm_ticks=100)
-    seq = [0.3, 0.8, 0.5, 0.6, 0.75, 0.5, 0.5, 0.9]  # dips of at most 2 ticks after arming
-    assert all(w.update(_tick(v)) is None for v in seq)
+    assert all(w.update(_tick(v)) is None for v in [0.75, 0.3, 0.3, 0.3, 0.8, 0.8, 0.2, 0.2, 0.2])
+    # armed, then dips of at most patience - 1 ticks
+    w = CollapseWatch(threshold=0.7, patience=3, arm_ticks=100)
+    assert all(w.update(_tick(v)) is None for v in [0.8, 0.8, 0.8, 0.5, 0.6, 0.75, 0.5, 0.5, 0.9])
     # only the low ratio is named
     w = CollapseWatch(threshold=0.7, patience=1, arm_ticks=0)
     line = w.update({"colour_ratio": 0.2, "structure_ratio": 0.9, "nearest_ratio": 1.1})
@@ -173,19 +177,21 @@ def test_watch_state_round_trips_through_json():
     import json
 
     w = CollapseWatch(threshold=0.7, patience=3, arm_ticks=100)
-    for v in (0.9, 0.5, 0.5):
+    for v in (0.9, 0.9, 0.9, 0.5, 0.5):
         w.update(_tick(v))
     w2 = CollapseWatch(threshold=0.7, patience=3, arm_ticks=100)
     w2.load_state_dict(json.loads(json.dumps(w.state_dict())))
     assert w2.update(_tick(0.5)) is not None and w.update(_tick(0.5)) is not None
 
 
-def test_extra_latents_and_real_side_are_fixed():
-    grid = torch.randn(4, 8)
-    a, b = extra_latents(grid, run_seed=3, n=10), extra_latents(grid, run_seed=3, n=10)
-    assert a.shape == (6, 8) and torch.equal(a, b)
-    assert not torch.equal(a, extra_latents(grid, run_seed=4, n=10))
-    assert extra_latents(grid, 0, n=3).shape == (0, 8)
+def test_latents_and_real_side_are_fixed():
+    grid, extra = diversity_latents(4, 8, run_seed=3, n=10)
+    assert grid.shape == (4, 8) and extra.shape == (6, 8)
+    # the grid's latents are the ones runs have always drawn for their sample grids
+    assert torch.equal(grid, torch.randn(4, 8, generator=torch.Generator().manual_seed(4)))
+    assert torch.equal(extra, diversity_latents(4, 8, run_seed=3, n=10)[1])
+    assert not torch.equal(extra, diversity_latents(4, 8, run_seed=4, n=10)[1])
+    assert diversity_latents(4, 8, 0, n=3)[1].shape == (0, 8)
     level = np.stack([np.asarray(render_face(i, 16)) for i in range(40)])  # ImageData level layout
     s = real_diversity(level, hair=True, n=32)
     assert s.hair is not None and s.hair.sum().item() == pytest.approx(1.0)

@@ -151,13 +151,15 @@ def compare_diversity(fake: DiversityStats, real: DiversityStats) -> dict[str, t
 RATIO_NAMES = ("colour_ratio", "structure_ratio", "nearest_ratio")
 
 
-def extra_latents(grid_latents: torch.Tensor, run_seed: int, n: int = DIVERSITY_SAMPLES) -> torch.Tensor:
-    """The latents measured besides the grid's ``[G, D]``: float32 ``[max(n - G, 0), D]`` on
-    the grid latents' device, drawn on the CPU from ``run_seed + 2`` (the grid's come from
-    ``run_seed + 1``), so a run and ``evaluate`` on its checkpoints measure the same latents."""
-    g, dim = grid_latents.shape
-    z = torch.randn(max(n - g, 0), dim, generator=torch.Generator().manual_seed(run_seed + 2))
-    return z.to(grid_latents.device)
+def diversity_latents(grid_n: int, latent_dim: int, run_seed: int,
+                      n: int = DIVERSITY_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A run's fixed latents, float32 on the CPU: the sample grid's ``[grid_n, latent_dim]``
+    (drawn from ``run_seed + 1``) and the ``[max(n - grid_n, 0), latent_dim]`` measured besides
+    them (from ``run_seed + 2``). The trainer and ``evaluate`` both take them from here, so a
+    checkpoint is measured on the latents its run measured."""
+    grid = torch.randn(grid_n, latent_dim, generator=torch.Generator().manual_seed(run_seed + 1))
+    extra = torch.randn(max(n - grid_n, 0), latent_dim, generator=torch.Generator().manual_seed(run_seed + 2))
+    return grid, extra
 
 
 def real_diversity(level, hair: bool, n: int = DIVERSITY_SAMPLES,
@@ -171,33 +173,52 @@ def real_diversity(level, hair: bool, n: int = DIVERSITY_SAMPLES,
     images = torch.cat(list(real_batches(level, n, n))).to(device)
     return diversity_stats(images, hair=hair and images.shape[-1] >= HAIR_MIN_RES)
 
+
+def measure_generator(
+    G: torch.nn.Module, extra_z: torch.Tensor, res: int, fade: float | torch.Tensor,
+    real: DiversityStats, grid_images: torch.Tensor, chunk: int,
+) -> dict[str, torch.Tensor]:
+    """:func:`compare_diversity` of ``G``'s samples against ``real``: the grid's images (float
+    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled in chunks of
+    ``chunk``. Hair shares when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
+    from fastpggan.sampling import sample
+
+    images = grid_images
+    if extra_z.shape[0]:
+        images = torch.cat([grid_images, sample(G, extra_z, res, fade, chunk)])
+    return compare_diversity(diversity_stats(images, hair=real.hair is not None), real)
+
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_PATIENCE = 3
+DEFAULT_ARM_TICKS = 20
 
 
 class CollapseWatch:
     """Turns a run's diversity ratios, one set per tick, into warnings.
 
-    A ratio (``RATIO_NAMES``) below ``threshold`` for ``patience`` ticks in a row raises one
-    warning naming it; while it stays low, another only when the lowest ratio has fallen at
-    least ``worsen`` below the value last warned about. A ratio is watched from the first tick
-    it reaches ``threshold`` (a young ``G_ema`` has little variety yet: that is not a collapse)
-    or from tick ``arm_ticks`` on (a run that never had variety). Once every ratio has been back
-    at or above ``threshold`` for ``patience`` ticks, a later drop warns afresh.
-    Its state (:meth:`state_dict`) is plain JSON, kept in checkpoints so a resumed run goes on.
+    A ratio (``RATIO_NAMES``) is watched once the run has had variety: from its ``patience``-th
+    tick in a row at or above ``threshold`` (a young ``G_ema``, and a block fading in, often
+    have little colour variety for a while: that is not a collapse), or from tick
+    ``arm_ticks`` on (a run that never had variety). A watched ratio below ``threshold`` for
+    ``patience`` ticks in a row raises one warning naming it; while it stays low, another only
+    when the lowest ratio has fallen at least ``worsen`` below the value last warned about.
+    Once every ratio has been back at or above ``threshold`` for ``patience`` ticks, a later
+    drop warns afresh. Its state (:meth:`state_dict`) is plain JSON, kept in checkpoints so a
+    resumed run goes on where it was.
     """
 
     def __init__(
         self, threshold: float = DEFAULT_THRESHOLD, patience: int = DEFAULT_PATIENCE,
-        worsen: float = 0.1, arm_ticks: int = 10,
+        worsen: float = 0.1, arm_ticks: int = DEFAULT_ARM_TICKS,
     ) -> None:
         if patience < 1 or arm_ticks < 0:
             raise ValueError(f"patience must be >= 1 and arm_ticks >= 0, got {patience}, {arm_ticks}")
         self.threshold, self.patience, self.worsen, self.arm_ticks = threshold, patience, worsen, arm_ticks
         self.ticks = 0
         self.armed: dict[str, bool] = {}
-        self.low: dict[str, int] = {}  # consecutive low ticks per ratio
-        self.healthy = 0  # consecutive ticks with every ratio at or above the threshold
+        self.high: dict[str, int] = {}  # consecutive ticks at or above the threshold, per ratio
+        self.low: dict[str, int] = {}  # consecutive watched ticks below it, per ratio
+        self.healthy = 0  # consecutive ticks with no watched ratio low
         self.warned_at: float | None = None  # lowest ratio in the last warning of this episode
 
     def update(self, ratios: dict[str, float]) -> str | None:
@@ -209,7 +230,8 @@ class CollapseWatch:
             if name not in ratios:
                 continue
             v = float(ratios[name])
-            if v >= self.threshold or self.ticks >= self.arm_ticks:
+            self.high[name] = self.high.get(name, 0) + 1 if v >= self.threshold else 0
+            if self.high[name] >= self.patience or self.ticks >= self.arm_ticks:
                 self.armed[name] = True
             below = v < self.threshold and self.armed.get(name, False)
             self.low[name] = self.low.get(name, 0) + 1 if below else 0
@@ -234,12 +256,13 @@ class CollapseWatch:
         )
 
     def state_dict(self) -> dict:
-        return {"ticks": self.ticks, "armed": dict(self.armed), "low": dict(self.low),
+        return {"ticks": self.ticks, "armed": dict(self.armed), "high": dict(self.high), "low": dict(self.low),
                 "healthy": self.healthy, "warned_at": self.warned_at}
 
     def load_state_dict(self, state: dict) -> None:
         self.ticks = int(state.get("ticks", 0))
         self.armed = {k: bool(v) for k, v in state.get("armed", {}).items()}
+        self.high = {k: int(v) for k, v in state.get("high", {}).items()}
         self.low = {k: int(v) for k, v in state.get("low", {}).items()}
         self.healthy = int(state.get("healthy", 0))
         self.warned_at = state.get("warned_at")
