@@ -60,45 +60,63 @@ class DiversityStats:
     hair: torch.Tensor | None = None
 
 
-def _unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, 3, H, W]`` (or float in ``[-1, 1]``, rounded to uint8 as every metric here
-    does) -> float32 in ``[0, 1]``."""
-    return to_uint8(images).float().div_(255.0)
+@dataclass
+class DiversityFeatures:
+    """What the measures need of each image, so a large set is reduced chunk by chunk:
+    ``colour`` float32 ``[N, 3]`` mean colour in [0, 1]; ``shape`` float32 ``[N, P]`` standardised
+    grayscale (``P = min(H, 16)**2``); ``hair`` int64 ``[N]`` palette class or -1 (or ``None``)."""
+
+    colour: torch.Tensor
+    shape: torch.Tensor
+    hair: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(parts: list[DiversityFeatures]) -> DiversityFeatures:
+        hair = [p.hair for p in parts]
+        return DiversityFeatures(
+            torch.cat([p.colour for p in parts]), torch.cat([p.shape for p in parts]),
+            None if any(h is None for h in hair) else torch.cat(hair),
+        )
 
 
-def _shapes(x: torch.Tensor) -> torch.Tensor:
-    """float ``[N, 3, H, H]`` in [0, 1] -> float ``[N, P]``: grayscale at ``min(H, 16)``,
-    standardised per image (flat images -> 0)."""
-    g = x.mean(1, keepdim=True)
+def diversity_features(images: torch.Tensor, hair: bool = False) -> DiversityFeatures:
+    """uint8 ``[N, 3, H, H]`` (or float in ``[-1, 1]``, rounded to uint8 first as every metric
+    here does) -> :class:`DiversityFeatures`. ``hair`` needs ``H >= HAIR_MIN_RES``."""
+    check_images(images)
+    x = to_uint8(images)
+    xf = x.float().div_(255.0)
+    colour = xf.mean((2, 3))
+    g = xf.mean(1, keepdim=True)  # grayscale in [0, 1]
+    del xf
     while g.shape[-1] > STRUCTURE_RES:
         g = downsample2x(g)
     g = g.flatten(1)
     g = g - g.mean(1, keepdim=True)
-    return g / g.std(1, unbiased=False, keepdim=True).clamp_min(_FLAT)
+    shape = g / g.std(1, unbiased=False, keepdim=True).clamp_min(_FLAT)  # flat images -> 0
+    return DiversityFeatures(colour, shape, hair_classes(x) if hair else None)
 
 
-def diversity_stats(images: torch.Tensor, hair: bool = False) -> DiversityStats:
-    """Measure a set of images: uint8 ``[N, 3, H, H]`` (or float in ``[-1, 1]``), ``N >= 2``.
+def diversity_stats(images: torch.Tensor | DiversityFeatures, hair: bool = False) -> DiversityStats:
+    """Measure a set of images: uint8 ``[N, 3, H, H]`` (or float in ``[-1, 1]``), ``N >= 2``, or
+    their :func:`diversity_features` (then ``hair`` is whether they hold hair classes).
 
     ``hair=True`` also classifies the built-in faces' hair (needs ``H >= HAIR_MIN_RES``).
     Costs ``O(N^2 * 256)`` for the nearest distances: trivial at ``N = 256``.
     """
-    check_images(images)
-    n = images.shape[0]
+    f = images if isinstance(images, DiversityFeatures) else diversity_features(images, hair)
+    n = f.colour.shape[0]
     if n < 2:
         raise ValueError(f"diversity needs at least 2 images, got {n}")
-    x = _unit(images)
-    colour = x.mean((2, 3)).var(0, unbiased=False).mean().sqrt()
-    s = _shapes(x)
+    colour = f.colour.var(0, unbiased=False).mean().sqrt()
+    s = f.shape
     structure = s.var(0, unbiased=False).mean().sqrt()
-    d = torch.cdist(s, s, compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for duplicates
+    d = torch.cdist(s.double(), s.double())  # float64: duplicates come out at ~1e-7, not ~1e-3
     d.diagonal().fill_(float("inf"))
-    nearest = d.min(1).values.mean() / s.shape[1] ** 0.5
+    nearest = (d.min(1).values.mean() / s.shape[1] ** 0.5).float()
     shares = None
-    if hair:
+    if f.hair is not None:
         k = len(_palette_rgb())
-        cls = hair_classes(images)
-        cls = torch.where(cls >= 0, cls, torch.full_like(cls, k))
+        cls = torch.where(f.hair >= 0, f.hair, torch.full_like(f.hair, k))
         shares = torch.bincount(cls, minlength=k + 1).float() / n
     return DiversityStats(colour, structure, nearest, shares)
 
@@ -118,12 +136,12 @@ def hair_classes(images: torch.Tensor) -> torch.Tensor:
     res = images.shape[-1]
     if res < HAIR_MIN_RES:
         raise ValueError(f"hair classes need images of at least {HAIR_MIN_RES}px, got {res}px")
-    x = to_uint8(images).float()
+    x = to_uint8(images)
     c = (torch.arange(res, device=x.device) + 0.5) / res
     (x0, x1), (y0, y1) = HAIR_PROBE
     ys = ((c >= y0) & (c <= y1)).nonzero().flatten()
     xs = ((c >= x0) & (c <= x1)).nonzero().flatten()
-    probe = x.index_select(2, ys).index_select(3, xs).flatten(2)  # [N, 3, P]
+    probe = x.index_select(2, ys).index_select(3, xs).flatten(2).float()  # [N, 3, P]
     colour = probe.median(2).values  # the shine band and stray pixels are a minority
     dist, cls = torch.cdist(colour, _palette_rgb().to(x.device)).min(1)
     return torch.where(dist <= HAIR_TOLERANCE, cls, torch.full_like(cls, -1))
@@ -179,14 +197,16 @@ def measure_generator(
     real: DiversityStats, grid_images: torch.Tensor, chunk: int,
 ) -> dict[str, torch.Tensor]:
     """:func:`compare_diversity` of ``G``'s samples against ``real``: the grid's images (float
-    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled in chunks of
-    ``chunk``. Hair shares when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
+    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled ``chunk``
+    latents at a time, each chunk reduced to its features at once (memory: one chunk of images).
+    Hair classes when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
     from fastpggan.sampling import sample
 
-    images = grid_images
-    if extra_z.shape[0]:
-        images = torch.cat([grid_images, sample(G, extra_z, res, fade, chunk)])
-    return compare_diversity(diversity_stats(images, hair=real.hair is not None), real)
+    hair = real.hair is not None
+    parts = [diversity_features(grid_images, hair)]
+    parts += [diversity_features(sample(G, z, res, fade, chunk), hair) for z in extra_z.split(chunk)]
+    return compare_diversity(diversity_stats(DiversityFeatures.cat(parts)), real)
+
 
 DEFAULT_THRESHOLD = 0.75
 DEFAULT_PATIENCE = 3
