@@ -34,8 +34,10 @@ from dataclasses import dataclass
 
 import torch
 
+from fastpggan.data.faces import hair_palette
 from fastpggan.layers import downsample2x
 from fastpggan.metrics.images import check_images, to_uint8
+from fastpggan.metrics.reals import real_batches
 
 DIVERSITY_SAMPLES = 256  # the grid's latents and more, up to this many
 STRUCTURE_RES = 16  # shapes are compared at most at this size
@@ -123,8 +125,6 @@ def diversity_stats(images: torch.Tensor | DiversityFeatures, hair: bool = False
 
 def _palette_rgb() -> torch.Tensor:
     """float32 ``[K, 3]``: the faces' hair palette centres in 0..255 RGB."""
-    from fastpggan.data.faces import hair_palette
-
     return torch.tensor([colorsys.hsv_to_rgb(h, s, v) for h, s, v in hair_palette()]) * 255.0
 
 
@@ -185,11 +185,10 @@ def real_diversity(level, hair: bool, n: int = DIVERSITY_SAMPLES,
     """The reals' side at one resolution: the first ``min(n, count)`` images of the metrics'
     fixed order (:func:`fastpggan.metrics.reals.real_batches`) of one level of ``ImageData``
     (``uint8 [count, r, r, 3]``); ``hair`` for the built-in faces at ``r >= HAIR_MIN_RES``."""
-    from fastpggan.metrics.reals import real_batches
-
     n = min(n, level.shape[0])
-    images = torch.cat(list(real_batches(level, n, n))).to(device)
-    return diversity_stats(images, hair=hair and images.shape[-1] >= HAIR_MIN_RES)
+    hair = hair and level.shape[1] >= HAIR_MIN_RES
+    parts = [diversity_features(b.to(device), hair) for b in real_batches(level, n, 64)]
+    return diversity_stats(DiversityFeatures.cat(parts))
 
 
 def measure_generator(
