@@ -119,7 +119,7 @@ def diversity_stats(images: torch.Tensor | DiversityFeatures, hair: bool = False
     if f.hair is not None:
         k = len(_palette_rgb())
         cls = torch.where(f.hair >= 0, f.hair, torch.full_like(f.hair, k))
-        shares = torch.bincount(cls, minlength=k + 1).float() / n
+        shares = torch.nn.functional.one_hot(cls, k + 1).sum(0).float() / n  # bincount would sync
     return DiversityStats(colour, structure, nearest, shares)
 
 
@@ -137,10 +137,10 @@ def hair_classes(images: torch.Tensor) -> torch.Tensor:
     if res < HAIR_MIN_RES:
         raise ValueError(f"hair classes need images of at least {HAIR_MIN_RES}px, got {res}px")
     x = to_uint8(images)
-    c = (torch.arange(res, device=x.device) + 0.5) / res
+    c = (torch.arange(res) + 0.5) / res  # on the CPU: picking the probe syncs nothing
     (x0, x1), (y0, y1) = HAIR_PROBE
-    ys = ((c >= y0) & (c <= y1)).nonzero().flatten()
-    xs = ((c >= x0) & (c <= x1)).nonzero().flatten()
+    ys = ((c >= y0) & (c <= y1)).nonzero().flatten().to(x.device)
+    xs = ((c >= x0) & (c <= x1)).nonzero().flatten().to(x.device)
     probe = x.index_select(2, ys).index_select(3, xs).flatten(2).float()  # [N, 3, P]
     colour = probe.median(2).values  # the shine band and stray pixels are a minority
     dist, cls = torch.cdist(colour, _palette_rgb().to(x.device)).min(1)
