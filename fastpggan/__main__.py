@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from fastpggan.data import DataError
+from fastpggan.flags import UsageError
 from fastpggan.training.checkpoint import CheckpointError
-from fastpggan.training.cli import UsageError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -34,12 +34,12 @@ import torch
 from tqdm import tqdm
 
 from fastpggan.data import ImageData, RealBatches
-from fastpggan.generate import make_grid, sample
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
 from fastpggan.metrics.reals import data_identity, real_batches
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
 from fastpggan.networks import Discriminator, Generator
+from fastpggan.sampling import make_grid, sample
 from fastpggan.training.checkpoint import (
     FORMAT,
     checkpoint_name,
