@@ -96,12 +96,18 @@ def test_find_cycle_finds_one() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_the_graph_sees_function_level_and_package_imports() -> None:
+def test_the_graph_sees_package_imports() -> None:
     graph = import_graph()
     assert "fastpggan.training.loop" in graph["fastpggan.training"]  # __init__ re-exports
     # loop imports fastpggan.metrics.reals, which first runs fastpggan.metrics' __init__
     assert {"fastpggan.metrics.reals", "fastpggan.metrics"} <= graph["fastpggan.training.loop"]
-    assert "fastpggan.training.cli" in graph["fastpggan.__main__"]  # imported inside build_parser
+
+
+def test_function_level_and_relative_imports_count(tmp_path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from fastpggan.sampling import sample\n    from . import loop\n")
+    deps = imported("fastpggan.training.m", path, {**module_names(), "fastpggan.training.m": path})
+    assert deps == {"fastpggan.sampling", "fastpggan.training.loop"}
 
 
 def test_no_import_cycle() -> None:
