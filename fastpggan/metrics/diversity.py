@@ -38,6 +38,7 @@ from fastpggan.data.faces import hair_palette
 from fastpggan.layers import downsample2x
 from fastpggan.metrics.images import check_images, to_uint8
 from fastpggan.metrics.reals import real_batches
+from fastpggan.sampling import sample
 
 DIVERSITY_SAMPLES = 256  # the grid's latents and more, up to this many
 STRUCTURE_RES = 16  # shapes are compared at most at this size
@@ -199,8 +200,6 @@ def measure_generator(
     ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled ``chunk``
     latents at a time, each chunk reduced to its features at once (memory: one chunk of images).
     Hair classes when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
-    from fastpggan.sampling import sample
-
     hair = real.hair is not None
     parts = [diversity_features(grid_images, hair)]
     parts += [diversity_features(sample(G, z, res, fade, chunk), hair) for z in extra_z.split(chunk)]

@@ -17,9 +17,12 @@ from fastpggan.data import ImageData
 from fastpggan.metrics.diversity import (
     CollapseWatch,
     DiversityStats,
+    diversity_latents,
     measure_generator,
     real_diversity,
 )
+from fastpggan.sampling import sample
+from fastpggan.training.config import TrainConfig
 
 
 def data_has_hair_palette(data: ImageData) -> bool:
@@ -70,3 +73,17 @@ class CollapseMonitor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.watch.load_state_dict(state)
+
+
+def measure_checkpoint(
+    G: torch.nn.Module, cfg: TrainConfig, data: ImageData, res: int, fade: float, device: torch.device
+) -> dict[str, float]:
+    """What a tick of ``cfg``'s run records for ``G`` at ``res`` and ``fade`` (``evaluate --metric
+    diversity``): the run's grid and extra latents, sampled in the run's chunks, against the same
+    reals. The values of the ``diversity`` record, without ``seconds``."""
+    grid_z, extra_z = diversity_latents(cfg.grid**2, cfg.latent_dim, cfg.seed)
+    monitor = CollapseMonitor(data, extra_z.to(device), cfg.diversity_threshold)
+    chunk = cfg.batch[res]
+    values = monitor.measure(G, res, fade, sample(G, grid_z.to(device), res, fade, chunk), chunk)
+    values.pop("seconds")
+    return values
