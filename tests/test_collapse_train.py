@@ -53,6 +53,14 @@ def test_every_tick_writes_a_diversity_record_and_shows_it(run):
         assert r["seconds"] >= 0 and r["res"] in (4, 8, 16)
         assert ("hair_coverage" in r) == (r["res"] >= 16)  # the built-in faces, from 16 px
     assert console.count(" div colour ") == len(ticks)
+    # the watch's state travels in checkpoints, so a resumed run goes on counting
+    from fastpggan.training import load_checkpoint
+
+    watch = load_checkpoint(out / "ckpt-00000.144kimg-16px.pt")["progress"]["diversity_watch"]
+    assert watch["ticks"] == len([r for r in div if r["kimg"] <= 0.144])
+    resumed = CollapseWatch()
+    resumed.load_state_dict(watch)
+    assert resumed.state_dict() == watch
     assert json.loads((out / "config.json").read_text())["diversity_threshold"] == 0.75
 
 
