@@ -115,6 +115,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     source = open_source(args.data if args.data is not None else cfg.data, cfg.num_faces)  # DataError: exit 2
+    if "diversity" in metrics and len(source) < 2:
+        raise UsageError(f"diversity needs at least 2 real images; {source.describe()} holds {len(source)}")
     cache_dir = _cache_dir(args, ckpt, cfg.cache_dir)
     check_writable(cache_dir)
 

@@ -128,8 +128,8 @@ class Trainer:
         self.grid_z = grid_z.to(self.device)
         # The collapse watch: G_ema's diversity at every tick (rank 0 measures; its state is kept
         # in progress["diversity_watch"], so checkpoints carry it).
-        self.collapse = (CollapseMonitor(data, extra_z.to(self.device), cfg.diversity_threshold)
-                         if cfg.diversity and self.dist.is_main else None)
+        watch = cfg.diversity and self.dist.is_main and data.count >= 2  # a spread needs 2 reals
+        self.collapse = CollapseMonitor(data, extra_z.to(self.device), cfg.diversity_threshold) if watch else None
         tick, log = round(cfg.tick_kimg * 1000), round(cfg.log_kimg * 1000)
         self.progress: dict[str, Any] = {
             "images": 0, "step": 0, "segment": [-1, False], "ticks": 0,
