@@ -50,9 +50,9 @@ def _join(rank: int, port: int) -> Distributed:
 
 
 def test_each_rank_takes_its_slice_of_one_global_draw():
-    idx0, flip0 = step_batch(3, 7, 50, 4, rank=0, world_size=2)
-    idx1, flip1 = step_batch(3, 7, 50, 4, rank=1, world_size=2)
-    idx, flip = step_batch(3, 7, 50, 8)
+    idx0, flip0 = step_batch(3, 56, 50, 4, rank=0)
+    idx1, flip1 = step_batch(3, 56, 50, 4, rank=1)
+    idx, flip = step_batch(3, 56, 50, 8)
     assert torch.equal(torch.cat([idx0, idx1]), idx) and torch.equal(torch.cat([flip0, flip1]), flip)
     assert not torch.equal(idx0, idx1)
     assert rank_seed(5, 0) == 5 and len({rank_seed(5, r) for r in range(4)}) == 4
