@@ -25,7 +25,7 @@ from fastpggan.training.distributed import Distributed, param_digest, rank_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 # res 8 = a 4px phase (16 images) and an 8px phase (16 fading, 16 stable): a growth step.
-TINY = ["--res", "8", "--kimg-per-phase", "0.032", "--tick-kimg", "0.016", "--log-kimg", "0.008",
+TINY = ["--res", "8", "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--total-kimg", "0.048", "--tick-kimg", "0.016", "--log-kimg", "0.008",
         "--ckpt-ticks", "1", "--keep-ckpts", "10", "--fmap-base", "64", "--fmap-max", "16",
         "--latent-dim", "16", "--num-faces", "32", "--workers", "0", "--grid", "2",
         "--no-tensorboard", "--device", "cpu"]
@@ -154,7 +154,7 @@ def test_two_ranks_average_the_per_rank_gradients_penalty_included(tmp_path):
 
 # --- a signal on one rank ------------------------------------------------------------------------
 def _tiny_config(out: Path) -> TrainConfig:
-    return TrainConfig(resolution=8, num_faces=16, out=str(out), kimg_per_phase=0.064, batch={4: 4, 8: 4},
+    return TrainConfig(resolution=8, num_faces=16, out=str(out), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.096, batch={4: 4, 8: 4},
                        latent_dim=16, fmap_base=64, fmap_max=16, grid=2, tick_kimg=1.0, log_kimg=1.0,
                        tensorboard=False, progress=False)
 

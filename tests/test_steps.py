@@ -127,7 +127,7 @@ def test_changing_fade_does_not_recompile() -> None:
 
 def test_tiny_run_with_compile(tmp_path) -> None:
     out = tmp_path / "run"
-    args = ["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.032", "--compile",
+    args = ["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--total-kimg", "0.048", "--compile",
             "--fmap-base", "32", "--fmap-max", "8", "--latent-dim", "8", "--batch", "8",
             "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard",
             "--tick-kimg", "0.016"]
