@@ -21,7 +21,6 @@ import torch
 
 from fastpggan.networks import Generator
 from fastpggan.training.config import TrainConfig
-from fastpggan.training.schedule import Schedule
 
 FORMAT = "fastpggan-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d+\.\d{3})kimg-(\d+)px\.pt$")
@@ -120,5 +119,5 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
     G.load_state_dict(state["G_ema"])
     G.to(device).eval().requires_grad_(False)
-    pos = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg).at(state["progress"]["images"])
+    pos = cfg.schedule().at(state["progress"]["images"])
     return G, pos.phase.res, pos.fade

@@ -76,8 +76,11 @@ def parse_lr(spec: str | None) -> dict[int, float]:
 
 
 def format_per_res(values: dict[int, Any]) -> str:
-    """``{4: 128, 8: 64}`` -> ``"4:128,8:64"`` (the --batch / --lr syntax)."""
-    return ",".join(f"{r}:{v:g}" for r, v in sorted(values.items()))
+    """The shortest ``--batch`` / ``--lr`` spec of ``values``: the most common value, then the
+    resolutions that differ (``{4: 1e-3, ..., 1024: 1.5e-3}`` -> ``"0.001,1024:0.0015"``)."""
+    listed = list(values.values())
+    common = max(listed, key=listed.count)
+    return ",".join([f"{common:g}", *(f"{r}:{v:g}" for r, v in sorted(values.items()) if v != common)])
 
 
 @dataclass
