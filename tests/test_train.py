@@ -68,7 +68,10 @@ def test_end_to_end_tiny_run_writes_everything(tmp_path):
     assert Image.open(out / "grid-4px-00000.040kimg.png").size == (129, 129)  # 2 x 64 px + gap
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     logs = [r for r in recs if r["kind"] == "log"]
-    assert logs and all(k in logs[0] for k in ("d_loss", "g_loss", "gp", "img_per_s", "res", "fade"))
+    assert logs and all(k in logs[0] for k in ("d_loss", "g_loss", "gp", "img_per_s", "res", "fade", "lod", "lr", "epoch"))
+    # 64 faces: the epoch is the images seen over 64; the authors' lr preset is logged per phase.
+    assert logs[-1]["epoch"] == pytest.approx(160 / 64, abs=1e-3) and logs[-1]["lod"] == 0.0
+    assert [(r["res"], r["lr"], r["batch"]) for r in recs if r["kind"] == "phase"] == [(4, 1e-3, 8), (8, 1e-3, 8), (16, 1e-3, 8)]
     assert [r["kind"] for r in recs].count("phase_end") == 3 and recs[-1]["event"] == "done"
     assert not list(out.glob(".*tmp*"))  # no temp files left over
     # Done: --resume auto on a finished run has nothing left to do.
