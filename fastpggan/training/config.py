@@ -84,6 +84,7 @@ class TrainConfig:
     progress: bool = True
     impl: str = "auto"
     compile: bool = False
+    compile_backend: str = "inductor"  # "inductor" | "cudagraphs" (training.steps.resolve_compile)
     precision: str = "fp32"
     gp_every: int = 1
     # Quality metrics of G_ema during training (fastpggan.metrics): every metric_every kimg
