@@ -33,8 +33,9 @@ from torch.library import register_autograd, triton_op, wrap_triton
 
 from fastpggan.kernels import epilogue as ek
 from fastpggan.kernels import mbstd as mk
+from fastpggan.ops import toolchain
 
-INTERPRETED = bool(triton.knobs.runtime.interpret)
+INTERPRETED = toolchain.interpreted(ek.epilogue_fwd)
 
 
 def _launch(kernel, grid: tuple[int, ...], probe: Tensor, *args, **meta) -> None:
