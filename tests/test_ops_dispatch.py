@@ -305,6 +305,14 @@ def test_describe_impl_on_cpu() -> None:
     assert "CPU interpreter" in ops.describe_impl("triton", "cpu")
 
 
+def test_impl_problem_only_for_triton_that_cannot_run(monkeypatch) -> None:
+    assert ops.impl_problem("triton", "cpu") is None  # the interpreter serves it here
+    assert ops.impl_problem("auto", "cpu") is None and ops.impl_problem("reference", "cpu") is None
+    monkeypatch.setattr(dispatch, "load_triton_ops", lambda: "Triton is unavailable (boom)")
+    assert ops.impl_problem("triton", "cpu") == "Triton is unavailable (boom)"
+    assert ops.impl_problem("auto", "cpu") is None
+
+
 def test_describe_impl_on_a_gtx_1080(monkeypatch) -> None:
     assert _describe_simulated_1080(monkeypatch) == (
         "fused ops: Triton kernels on cuda:0 (NVIDIA GeForce GTX 1080, compute capability 6.1), "

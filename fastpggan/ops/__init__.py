@@ -17,6 +17,7 @@ from fastpggan.ops.dispatch import (
     Impl,
     check_impl,
     describe_impl,
+    impl_problem,
     load_triton_ops,
     resolve_impl,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "bias_lrelu_pixelnorm",
     "check_impl",
     "describe_impl",
+    "impl_problem",
     "mbstd_group_size",
     "minibatch_stddev",
     "pixel_norm",

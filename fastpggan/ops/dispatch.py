@@ -211,6 +211,16 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str = "") -> str:
     return choice
 
 
+def impl_problem(impl: str, device: torch.device | str) -> str | None:
+    """Why ``impl`` cannot run on ``device`` (only "triton" can fail so), else ``None``.
+
+    For programs to refuse ``--impl triton`` before any work starts; the self-check, which
+    needs the op to run, is not part of it.
+    """
+    choice, reason = _plan(impl, torch.device(device))
+    return reason if impl == "triton" else None
+
+
 def describe_impl(impl: str, device: torch.device | str) -> str:
     """One line in plain words: which implementation the fused ops take on ``device``.
 
