@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from fastpggan import ops
-from fastpggan.ops import dispatch, selfcheck, toolchain
+from fastpggan.ops import dispatch, selfcheck, toolchain, verify
 
 
 @pytest.fixture(autouse=True)
 def _fresh_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatch, "_warned", set())
     monkeypatch.setattr(dispatch, "_decisions", {})
-    monkeypatch.delenv(selfcheck.ENV, raising=False)
+    monkeypatch.delenv(verify.ENV, raising=False)
 
 
 def _auto_three_times(capability, problem) -> tuple[list[str], list[warnings.WarningMessage]]:
@@ -162,20 +162,20 @@ def _three_ops(impl: str, x4: torch.Tensor, b: torch.Tensor) -> list[torch.Tenso
 def test_self_check_passes_for_the_real_kernels() -> None:
     module = dispatch.load_triton_ops()
     for dtype in (torch.float32, torch.float64, torch.float16):
-        for op in selfcheck.OPS:
-            assert selfcheck.self_check(op, module, torch.device("cpu"), dtype) is None, (op, dtype)
+        for op in verify.OPS:
+            assert verify.self_check(op, module, torch.device("cpu"), dtype) is None, (op, dtype)
 
 
 def test_self_check_reports_a_mismatch_and_an_exception() -> None:
     broken = _triton_ops_with(bias_lrelu=_wrong_slope, minibatch_stddev=_ptxas_refuses)
     cpu = torch.device("cpu")
-    found = selfcheck.self_check("bias_lrelu", broken, cpu, torch.float32)
+    found = verify.self_check("bias_lrelu", broken, cpu, torch.float32)
     assert found is not None and found.startswith("output differs from the reference by")
-    found = selfcheck.self_check("minibatch_stddev", broken, cpu, torch.float32)
+    found = verify.self_check("minibatch_stddev", broken, cpu, torch.float32)
     assert found == "RuntimeError: ptxas fatal: Value 'sm_61' is not defined for option 'gpu-name'"
     nan_grad = _triton_ops_with(
         bias_lrelu_pixelnorm=lambda x, b, s: (NanGrad.apply(ops.reference.bias_lrelu_pixelnorm(x, b, s)), None))
-    found = selfcheck.self_check("bias_lrelu_pixelnorm", nan_grad, cpu, torch.float32)
+    found = verify.self_check("bias_lrelu_pixelnorm", nan_grad, cpu, torch.float32)
     assert found is not None and found.startswith("gradient w.r.t. x differs")
 
 
@@ -196,8 +196,8 @@ def test_failing_self_check_falls_back_per_op_with_one_warning(monkeypatch) -> N
     broken = _triton_ops_with(bias_lrelu=_wrong_slope)
     monkeypatch.setattr(dispatch, "load_triton_ops", lambda: broken)
     calls = []
-    real_check = selfcheck.self_check
-    monkeypatch.setattr(selfcheck, "self_check", lambda *a: calls.append(a[0]) or real_check(*a))
+    real_check = verify.self_check
+    monkeypatch.setattr(verify, "self_check", lambda *a: calls.append(a[0]) or real_check(*a))
     x4, b = torch.randn(4, 3, 2, 2), torch.randn(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -215,7 +215,7 @@ def test_failing_self_check_falls_back_per_op_with_one_warning(monkeypatch) -> N
     assert ops.resolve_impl("auto", x4, "bias_lrelu_pixelnorm") == "triton"
     assert ops.resolve_impl("auto", x4, "bias_lrelu") == "reference"
     # once per (op, device, dtype): nine calls, three checks; another dtype checks again
-    assert sorted(calls) == sorted(selfcheck.OPS)
+    assert sorted(calls) == sorted(verify.OPS)
     with pytest.warns(RuntimeWarning, match="bias_lrelu failed its self-check .* in float64"):
         ops.bias_lrelu(x4.double(), b.double(), impl="auto")
     assert calls[-1] == "bias_lrelu" and len(calls) == 4
@@ -236,7 +236,7 @@ def test_self_check_can_be_turned_off(monkeypatch) -> None:
     _pretend_cpu_is_cuda(monkeypatch)
     broken = _triton_ops_with(bias_lrelu=_wrong_slope)
     monkeypatch.setattr(dispatch, "load_triton_ops", lambda: broken)
-    monkeypatch.setenv(selfcheck.ENV, "0")
+    monkeypatch.setenv(verify.ENV, "0")
     x4, b = torch.randn(4, 3, 2, 2), torch.randn(3)
     # unchecked, the broken kernel runs: the check is what catches it
     assert not torch.allclose(ops.bias_lrelu(x4, b), ops.reference.bias_lrelu(x4, b))
@@ -274,8 +274,8 @@ def test_self_check_runs_while_tracing_never_in_the_graph(monkeypatch) -> None:
 
     x, b = torch.randn(4, 3, 2, 2), torch.randn(3)
     calls = []
-    real_check = selfcheck.self_check
-    monkeypatch.setattr(selfcheck, "self_check", lambda *a: calls.append(a[0]) or real_check(*a))
+    real_check = verify.self_check
+    monkeypatch.setattr(verify, "self_check", lambda *a: calls.append(a[0]) or real_check(*a))
     for _ in range(2):  # first trace runs the check; the second reuses the decision
         torch._dynamo.reset()
         torch.testing.assert_close(torch.compile(fn, fullgraph=True, backend=recording)(x, b),
@@ -339,3 +339,16 @@ def test_dispatch_traces_without_graph_breaks(impl: str) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         got = torch.compile(fn, fullgraph=True, backend="eager")(x, b)
     torch.testing.assert_close(got, fn(x, b, "reference"))
+
+
+def test_selfcheck_command_reports_versions_and_each_op(monkeypatch, capsys) -> None:
+    assert selfcheck.main(["--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out and "Triton's ptxas: " in out
+    assert "device: cpu" in out and "fused ops: PyTorch reference (CPU" in out
+    for op in verify.OPS:
+        assert f"{op} float32: ok" in out
+    broken = _triton_ops_with(bias_lrelu=_wrong_slope)
+    monkeypatch.setattr(dispatch, "load_triton_ops", lambda: broken)
+    assert selfcheck.main(["--device", "cpu"]) == 1
+    assert "bias_lrelu float32: FAILED: output differs" in capsys.readouterr().out

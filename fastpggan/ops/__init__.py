@@ -4,7 +4,7 @@ Each op has a pure-PyTorch reference in :mod:`fastpggan.ops.reference` with the 
 ``impl`` picks the implementation (see :mod:`fastpggan.ops.dispatch`). The Triton versions are
 the ``torch.library`` ops of :mod:`fastpggan.ops.triton_ops` (imported lazily: a machine without
 Triton still imports this package), each checked against its reference on first use
-(:mod:`fastpggan.ops.selfcheck`). :func:`describe_impl` says in one line which one a device gets.
+(:mod:`fastpggan.ops.verify`). :func:`describe_impl` says in one line which one a device gets.
 """
 
 from __future__ import annotations

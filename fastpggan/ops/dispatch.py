@@ -6,7 +6,7 @@
 "auto" takes Triton for CUDA tensors on a device of compute capability 6.0 or more (the GTX 1080
 is 6.1) when Triton and the kernels import and Triton's own ptxas can build for the card. Each op
 then checks itself against the reference the first time it runs on a device in a dtype
-(:mod:`fastpggan.ops.selfcheck`); a failing op uses the reference on that device. Every such
+(:mod:`fastpggan.ops.verify`); a failing op uses the reference on that device. Every such
 fallback on a GPU warns once (``RuntimeWarning``) and never raises. CPU tensors take the
 reference silently: that is the CPU's path, not a fallback (:func:`describe_impl` says so in
 words for a program's opening lines).
@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from fastpggan.ops import selfcheck
+from fastpggan.ops import verify
 
 Impl = Literal["auto", "triton", "reference"]
 IMPLS: tuple[str, ...] = ("auto", "triton", "reference")
@@ -162,10 +162,10 @@ def warn_once(message: str) -> None:
 def _first_decision(impl: str, op: str, device_type: str, index: int, dtype: str) -> str:
     device = torch.device(device_type, index if index >= 0 else None)
     choice, reason = _plan(impl, device)
-    if choice == "triton" and reason is None and op and selfcheck.enabled():
+    if choice == "triton" and reason is None and op and verify.enabled():
         module = load_triton_ops()
         assert not isinstance(module, str)
-        failure = selfcheck.self_check(op, module, device, getattr(torch, dtype))
+        failure = verify.self_check(op, module, device, getattr(torch, dtype))
         if failure is not None:
             reason = (f"the Triton kernel of {op} failed its self-check against the PyTorch "
                       f"reference on {device_label(device)} in {dtype}: {failure}")
@@ -197,7 +197,7 @@ def _decide(impl: str, op: str, device_type: str, index: int, dtype: str) -> str
 def resolve_impl(impl: str, x: torch.Tensor, op: str = "") -> str:
     """Return the implementation that will run for tensor ``x``: "reference" or "triton".
 
-    ``op`` names the public op about to run (one of :data:`selfcheck.OPS`): the first Triton
+    ``op`` names the public op about to run (one of :data:`verify.OPS`): the first Triton
     choice for it on ``x``'s device and dtype runs the self-check. Without it, none runs.
     """
     check_impl(impl)
@@ -242,6 +242,6 @@ def describe_impl(impl: str, device: torch.device | str) -> str:
         return f"fused ops: PyTorch reference ({reason})"
     if reason is not None:
         return f"fused ops: Triton kernels cannot run: {reason}"
-    check = ("each checked against the PyTorch reference on first use" if selfcheck.enabled()
-             else f"self-check off ({selfcheck.ENV}=0)")
+    check = ("each checked against the PyTorch reference on first use" if verify.enabled()
+             else f"self-check off ({verify.ENV}=0)")
     return f"fused ops: Triton kernels on {device_label(device)}, {check}"
