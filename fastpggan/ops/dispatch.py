@@ -217,8 +217,10 @@ def impl_problem(impl: str, device: torch.device | str) -> str | None:
     For programs to refuse ``--impl triton`` before any work starts; the self-check, which
     needs the op to run, is not part of it.
     """
-    choice, reason = _plan(impl, torch.device(device))
-    return reason if impl == "triton" else None
+    if impl != "triton":
+        check_impl(impl)
+        return None
+    return _plan(impl, torch.device(device))[1]
 
 
 def describe_impl(impl: str, device: torch.device | str) -> str:

@@ -115,7 +115,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
         self.steps = TrainSteps(
-            self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile, precision=cfg.precision,
+            self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile,
+            compile_backend=cfg.compile_backend, precision=cfg.precision,
             gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every,
             grad_sync=self.dist.sync_grads if self.dist.enabled else None,
         )
