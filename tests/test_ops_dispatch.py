@@ -232,6 +232,18 @@ def test_failing_self_check_is_an_error_with_impl_triton(monkeypatch) -> None:
             ops.minibatch_stddev(x4, impl="triton")
 
 
+def test_check_ops_runs_every_check_up_front(monkeypatch) -> None:
+    _pretend_cpu_is_cuda(monkeypatch)
+    broken = _triton_ops_with(minibatch_stddev=_ptxas_refuses)
+    monkeypatch.setattr(dispatch, "load_triton_ops", lambda: broken)
+    with pytest.raises(RuntimeError, match="minibatch_stddev failed its self-check"):
+        ops.check_ops("triton", "cpu")
+    with pytest.warns(RuntimeWarning, match="minibatch_stddev failed its self-check"):
+        ops.check_ops("auto", "cpu")
+    assert ops.resolve_impl("auto", torch.zeros(1), "minibatch_stddev") == "reference"
+    assert ops.resolve_impl("auto", torch.zeros(1), "bias_lrelu") == "triton"
+
+
 def test_self_check_can_be_turned_off(monkeypatch) -> None:
     _pretend_cpu_is_cuda(monkeypatch)
     broken = _triton_ops_with(bias_lrelu=_wrong_slope)

@@ -223,6 +223,20 @@ def impl_problem(impl: str, device: torch.device | str) -> str | None:
     return _plan(impl, torch.device(device))[1]
 
 
+def check_ops(impl: str, device: torch.device | str, dtype: torch.dtype = torch.float32) -> None:
+    """Take every op's decision on ``device`` in ``dtype`` now rather than at its first use.
+
+    Runs the self-checks up front (their warnings come before the work) and raises, as the ops
+    would, a ``RuntimeError`` when ``impl="triton"`` cannot run or fails a check.
+    """
+    check_impl(impl)
+    if impl == "reference":
+        return
+    probe = torch.empty(0, device=device, dtype=dtype)  # a CUDA tensor names its device index
+    for op in verify.OPS:
+        resolve_impl(impl, probe, op)
+
+
 def describe_impl(impl: str, device: torch.device | str) -> str:
     """One line in plain words: which implementation the fused ops take on ``device``.
 

@@ -27,7 +27,7 @@ from fastpggan.flags import (
     resolve_device,
 )
 from fastpggan.networks import check_resolution
-from fastpggan.ops import describe_impl, impl_problem
+from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from fastpggan.training.config import ARCH_KEYS, DEFAULT_BATCH, TrainConfig, parse_batch
 from fastpggan.training.distributed import Distributed
@@ -161,6 +161,10 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         raise UsageError(str(e)) from None
     if (problem := impl_problem(args.impl, device)) is not None:
         raise UsageError(f"--impl {args.impl}: {problem}")
+    try:  # the ops' self-checks now, so that a failing one stops --impl triton before any work
+        check_ops(args.impl, device)
+    except RuntimeError as e:
+        raise UsageError(f"--impl {args.impl}: {e}") from None
     check_positive("--metric-every", args.metric_every, zero_ok=True)
     try:
         metrics = list(parse_metrics(args.metric))
