@@ -1,7 +1,8 @@
 """The first-call self-check of the Triton ops against their PyTorch references.
 
-No GPU older than the CI's reach can be tested here (a GTX 1080 is compute capability 6.1), so
-the Triton path guards itself: the first time an op runs on a device in a dtype,
+The kernels are tested on the CPU (interpreter) and compiled ahead of time for every target, but
+not every GPU they may run on (no GTX 1080, compute capability 6.1, has run them), so the Triton
+path guards itself: the first time an op runs on a device in a dtype,
 :mod:`fastpggan.ops.dispatch` calls :func:`self_check`, which runs the op on a small random
 input (awkward shapes: odd channel counts and sizes, a dense ``[N, C]`` input for the epilogues,
 an uneven group for minibatch stddev) and compares the output, its gradients and, for the two
