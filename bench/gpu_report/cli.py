@@ -147,8 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(STAGE_NAMES),
                         help=f"comma-separated subset of {','.join(STAGE_NAMES)} (default: all)")
     parser.add_argument("--record", type=Path, default=None, metavar="REPORT.md",
-                        help=f"append a finished GPU report's table to "
-                             f"{RESULTS.relative_to(ROOT)} (runs nothing)")
+                        help="append a finished GPU report's table to bench/RESULTS.md "
+                             "(runs nothing)")
     args = parser.parse_args(argv)
     if args.record and args.dry_run:
         parser.error("--record keeps measured GPU runs only: not with --dry-run")
