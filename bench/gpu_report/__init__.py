@@ -13,7 +13,8 @@ Stages, most important first (each with its own cap; see :mod:`.plan`):
    a short schedule from 4 to 256 px; stopped with SIGTERM at 256 px, resumed from its
    checkpoint to the end, then ``generate`` from the last checkpoint. Records exit statuses,
    compile time per segment, img/s per resolution, peak memory, the grids.
-3. ``e2e_ref``: the same with ``--impl reference --no-compile``, and the ratio per resolution.
+3. ``e2e_ref``: the same schedule with ``--impl reference --no-compile`` (one run, start to
+   end), and the img/s ratio per resolution.
 4. ``throughput``: one training iteration at 256 px, batch 16, every variant side by side
    (eager/compiled x reference/fused, CUDA graphs, bf16 of the fastest): img/s, peak memory.
 5. ``memory``: those peaks against the estimate without a GPU and a GTX 1080's 8 GB.

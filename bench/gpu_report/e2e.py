@@ -8,9 +8,9 @@ the schedule; ``python -m fastpggan generate`` samples a grid from the last chec
 Both train processes run under :mod:`bench.gpu_report.peak`, which records their peak CUDA
 memory; the resume trains at the top resolution only, so its peak is that resolution's.
 
-``e2e`` runs it with train.py's defaults (fused ops, compiled, where the device allows);
-``e2e_ref`` with ``--impl reference --no-compile``, same schedule, and sets the two runs'
-speeds side by side.
+``e2e`` runs it with train.py's defaults (fused ops, compiled, where the device allows).
+``e2e_ref`` runs the same schedule with ``--impl reference --no-compile`` in one process,
+start to end (it is there for the speeds), and sets the two runs' speeds side by side.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from bench.gpu_report import trainlog
 from bench.gpu_report.plan import (
     E2E_DRY,
     E2E_GENERATE_MIN_S,
     E2E_GPU,
-    E2E_RESUME_SHARE,
+    E2E_GENERATE_SHARE,
     E2E_RUN_SHARE,
+    E2E_STOP_MARGIN_S,
     REFERENCE_FLAGS,
     STOP_GRACE_S,
     train_flags,
@@ -65,11 +67,6 @@ def stage_e2e_ref(ctx: Context, timeout: float) -> StageResult:
     return describe(run, ctx, compare=ctx.shared.get("e2e"))
 
 
-def _train_cmd(peak_json: Path, flags: list[str]) -> list[str]:
-    return [sys.executable, "-m", "bench.gpu_report.peak", str(peak_json),
-            str(ROOT / "train.py"), *flags]
-
-
 def _read_peak(path: Path) -> int | None:
     try:
         return json.loads(path.read_text())["peak_bytes"]
@@ -78,6 +75,8 @@ def _read_peak(path: Path) -> int | None:
 
 
 def run_e2e(ctx: Context, timeout: float, reference: bool) -> E2ERun:
+    """``e2e``: train, stopped at the top resolution; resume to the end; generate.
+    ``e2e_ref`` (``reference``): one run straight to the end, for the speeds alone."""
     size = E2E_DRY if ctx.dry_run else E2E_GPU
     name = "e2e_ref" if reference else "e2e"
     run = E2ERun(name, size.res)
@@ -87,72 +86,91 @@ def run_e2e(ctx: Context, timeout: float, reference: bool) -> E2ERun:
     flags = [*train_flags(size), "--out", str(out), "--cache-dir", str(ctx.work_dir / "faces_cache"),
              *(REFERENCE_FLAGS if reference else ())]
     env = subprocess_env(False, ctx.dry_run)
-    start = time.monotonic()
+    deadline = time.monotonic() + timeout
+    if reference:
+        _train(run, ctx, out, flags, env, "train", until=timeout, stop_when=None)
+        if run.procs["train"].returncode == 0 and trainlog.events(run.records)[-1:] != ["done"]:
+            run.problems.append("train exited 0 before the end of its schedule")
+        return run
 
-    def left() -> float:
-        return timeout - (time.monotonic() - start)
-
-    # 1. train from scratch, stopped as soon as it trains at the top resolution
-    tail = trainlog.Tail(out / "log.jsonl")
-    seen: list[int] = []
-
-    def at_top() -> bool:
-        seen.extend(r["res"] for r in tail.new() if isinstance(r.get("res"), int))
-        return bool(seen) and max(seen) >= size.res
-
-    share = timeout * E2E_RUN_SHARE
-    proc = run_logged(_train_cmd(ctx.log_dir / f"{name}_train_peak.json", flags), env,
-                      left(), ctx.log_dir / f"{name}_train.log", stop_when=at_top,
-                      stop_after=share, grace=STOP_GRACE_S)
-    run.procs["train"] = proc
-    run.peaks["train"] = _read_peak(ctx.log_dir / f"{name}_train_peak.json")
-    run.reached = trainlog.top_res(trainlog.read_records(out / "log.jsonl"))
-    if proc.returncode == 0 and not proc.stopped:
-        run.problems.append(f"train finished before the report could stop it at {size.res} px: "
-                            "the resume had nothing to train")
-    elif proc.stopped and proc.stopped != "reached its goal":
-        run.problems.append(f"train got to {run.reached or 0} px, not {size.res} px, in its "
-                            f"{share:.0f} s")
-    if proc.returncode not in (0, 143):  # 143: stopped by the report's SIGTERM, checkpointed
-        run.problems.append(f"train: {proc.describe()}: {proc.last_error_line()}")
-
-    # 2. resume from its last checkpoint and train to the end of the schedule
+    generate_s = timeout * E2E_GENERATE_SHARE
+    _train(run, ctx, out, flags, env, "train", until=timeout - generate_s,
+           stop_when=_reaches(out / "log.jsonl", size.res), share=timeout * E2E_RUN_SHARE)
     if _latest_checkpoint(out) is None:
         run.problems.append("train left no checkpoint: resume and generate not run")
-    else:
-        share = timeout * (E2E_RUN_SHARE + E2E_RESUME_SHARE) - (time.monotonic() - start)
-        proc = run_logged(_train_cmd(ctx.log_dir / f"{name}_resume_peak.json",
-                                     [*flags, "--resume", "auto"]), env, left(),
-                          ctx.log_dir / f"{name}_resume.log", stop_after=max(share, 1.0),
-                          grace=min(STOP_GRACE_S, max(left() - 1, 1.0)))
-        run.procs["resume"] = proc
-        run.peaks["resume"] = _read_peak(ctx.log_dir / f"{name}_resume_peak.json")
-        if proc.returncode != 0:
-            run.problems.append(f"resume: {proc.describe()}: {proc.last_error_line()}")
-    run.records = trainlog.read_records(out / "log.jsonl")
-    if "resume" in run.procs:
-        if not trainlog.resumed_and_trained(run.records):
-            run.problems.append("the resume trained no step")
-        elif trainlog.events(run.records)[-1:] != ["done"]:
-            run.problems.append("the resumed run did not reach the end of its schedule")
-
-    # 3. a grid from the last checkpoint, and the run's own last grid, next to the report
-    ckpt = _latest_checkpoint(out)
-    if not reference and ckpt is not None:
-        grid = ctx.out_dir / "grid-generate.png"
-        grid.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "fastpggan", "generate", "--ckpt", str(ckpt),
-               "--n", str(size.generate_n), "--out", str(grid)]
-        proc = run_logged(cmd, env, max(left(), E2E_GENERATE_MIN_S), ctx.log_dir / f"{name}_generate.log")
-        run.procs["generate"] = proc
-        if proc.returncode == 0 and grid.exists():
-            run.grids.append(f"{grid.name} ({size.generate_n} samples from {ckpt.name})")
-        else:
-            run.problems.append(f"generate: {proc.describe()}: {proc.last_error_line()}")
-        if (last := _last_grid(out)) is not None:
-            _copy_small(last, ctx.out_dir / "grid-train.png")
-            run.grids.append(f"grid-train.png (train's {last.name})")
+        return run
+    _train(run, ctx, out, [*flags, "--resume", "auto"], env, "resume",
+           until=deadline - time.monotonic() - generate_s, stop_when=None)
+    if not trainlog.resumed_and_trained(run.records):
+        run.problems.append("the resume trained no step")
+    elif run.procs["resume"].returncode == 0 and trainlog.events(run.records)[-1:] != ["done"]:
+        run.problems.append("the resume exited 0 before the end of its schedule")
+    _generate(run, ctx, out, env, max(deadline - time.monotonic(), E2E_GENERATE_MIN_S),
+              size.generate_n)
     return run
+
+
+def _reaches(log_jsonl: Path, res: int) -> Callable[[], bool]:
+    """Polled while train runs: has ``log_jsonl`` a record at ``res`` px yet?"""
+    tail = trainlog.Tail(log_jsonl)
+    seen = [0]
+
+    def check() -> bool:
+        seen.extend(r["res"] for r in tail.new() if isinstance(r.get("res"), int))
+        return max(seen) >= res
+
+    return check
+
+
+def _train(run: E2ERun, ctx: Context, out: Path, flags: list[str], env: dict[str, str],
+           label: str, until: float, stop_when: Callable[[], bool] | None,
+           share: float | None = None) -> None:
+    """One train.py process (``label`` "train" or "resume") of at most ``until`` seconds.
+
+    With ``stop_when``: SIGTERM when it is true (the expected end: exit 143 with a checkpoint),
+    or at the end of ``share`` seconds. Without: it should finish its schedule (exit 0); it gets
+    SIGTERM shortly before ``until`` so that it can still write its checkpoint.
+    """
+    peak_json = ctx.log_dir / f"{run.name}_{label}_peak.json"
+    cmd = [sys.executable, "-m", "bench.gpu_report.peak", str(peak_json), str(ROOT / "train.py"),
+           *flags]
+    stop_after = share if stop_when is not None else until - E2E_STOP_MARGIN_S
+    grace = STOP_GRACE_S if stop_when is not None else E2E_STOP_MARGIN_S
+    proc = run_logged(cmd, env, until, ctx.log_dir / f"{run.name}_{label}.log",
+                      stop_when=stop_when, stop_after=stop_after, grace=grace)
+    run.procs[label] = proc
+    run.peaks[label] = _read_peak(peak_json)
+    run.records = trainlog.read_records(out / "log.jsonl")
+    if label == "train":
+        run.reached = trainlog.top_res(run.records)
+    expected = 143 if stop_when is not None else 0  # 143: the report's SIGTERM, checkpointed
+    if stop_when is not None and proc.returncode == 0:
+        run.problems.append(f"train finished before the report could stop it at {run.top} px: "
+                            "the resume had nothing to train")
+    elif proc.stopped and proc.stopped != "reached its goal":
+        run.problems.append(f"{label} got to {trainlog.top_res(run.records) or 0} px and was "
+                            f"stopped after {proc.seconds:.0f} s: {proc.describe()}")
+    elif proc.returncode != expected:
+        run.problems.append(f"{label}: {proc.describe()}: {proc.last_error_line()}")
+
+
+def _generate(run: E2ERun, ctx: Context, out: Path, env: dict[str, str], timeout: float,
+              n: int) -> None:
+    """``generate`` from the run's last checkpoint, and train's own last grid, next to the report."""
+    ckpt = _latest_checkpoint(out)
+    grid = ctx.out_dir / "grid-generate.png"
+    grid.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "fastpggan", "generate", "--ckpt", str(ckpt), "--n", str(n),
+           "--out", str(grid)]
+    proc = run_logged(cmd, env, timeout, ctx.log_dir / f"{run.name}_generate.log")
+    run.procs["generate"] = proc
+    if proc.returncode == 0 and grid.exists():
+        run.grids.append(f"{grid.name} ({n} samples from {ckpt.name})")
+    else:
+        run.problems.append(f"generate: {proc.describe()}: {proc.last_error_line()}")
+    if (last := _last_grid(out)) is not None:
+        _copy_small(last, ctx.out_dir / "grid-train.png")
+        run.grids.append(f"grid-train.png (train's {last.name})")
 
 
 def _latest_checkpoint(folder: Path) -> Path | None:
@@ -210,12 +228,11 @@ def describe(run: E2ERun, ctx: Context, compare: E2ERun | None) -> StageResult:
         ratios = [f"{r} px {fast[r].img_s / s.img_s:.2f}x" for r, s in speeds.items() if r in fast]
         result.rows.append(("e2e / e2e_ref img/s", ", ".join(ratios) or
                             "n/a (the e2e stage measured no common resolution)"))
-    peak = run.peaks
-    if ctx.dry_run and not any(peak.values()):
+    if ctx.dry_run and not any(run.peaks.values()):
         mem = "not measured on the CPU"
     else:
-        mem = (f"train 4-{run.reached or '?'} px {gib(peak.get('train'))}; "
-               f"resume at {run.top} px {gib(peak.get('resume'))}")
+        where = {"train": f"train 4-{run.reached or '?'} px", "resume": f"resume at {run.top} px"}
+        mem = "; ".join(f"{where[k]} {gib(v)}" for k, v in run.peaks.items())
     result.rows.append((f"{run.name} peak memory", mem))
     if run.grids:
         result.rows.append((f"{run.name} grids", "; ".join(run.grids)))
