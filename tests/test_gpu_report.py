@@ -254,6 +254,13 @@ def test_counts_from_a_killed_verbose_run() -> None:
     counts = procs.counts_from_verbose_log(log)
     assert (counts.passed, counts.failed, counts.skipped) == (1, 1, 1)
     assert counts.failed_names == ("test_b",)
+    xdist = ("[gw0] [ 25%] PASSED tests/test_kernels.py::test_a[0] \n"
+             "[gw1] [ 50%] SKIPPED tests/test_kernels.py::test_s \n"
+             "[gw0] [ 75%] FAILED tests/test_kernels.py::test_b[1] \n"
+             "FAILED tests/test_kernels.py::test_b[1] - assert 1 != 1\n")  # -ra's summary
+    counts = procs.counts_from_verbose_log(xdist)
+    assert (counts.passed, counts.failed, counts.skipped) == (1, 1, 1)
+    assert counts.failed_names == ("test_b[1]",)
 
 
 # --- reading log.jsonl ---------------------------------------------------------------------

@@ -45,6 +45,7 @@ def min_stage_s(dry_run: bool) -> float:
 
 # --- kernel tests ---------------------------------------------------------------------------
 KERNEL_TESTS = ("tests/test_kernels.py", "tests/test_ops_dispatch.py")
+KERNEL_TEST_WORKERS = 8  # pytest-xdist processes, where it is installed
 # The dry run's interpreted subset: one test of each kind, seconds on a CPU.
 DRY_RUN_TESTS = ("test_epilogue_out_scale_sign or test_mbstd_double_backward or "
                  "test_opcheck_every_op or test_broken_triton_never_crashes_auto")
@@ -129,3 +130,4 @@ GTX1080_BYTES = 8 * 10**9  # 8 GB: what the default schedule must fit on the tar
 BENCH_RES_GPU = (256, 32)  # 64 channels at batch 8, 512 channels at batch 64
 BENCH_RES_DRY = (4,)
 DRY_RUN_BENCH = "mbstd-fwd-4px-N128"  # one small group, eager against compiled
+GPU_BENCH = "not compiled"  # the eager reference against the Triton kernels

@@ -129,12 +129,17 @@ def parse_junit(path: Path) -> PytestCounts | None:
     return PytestCounts(total - failed - skipped, failed, skipped, names)
 
 
-_VERBOSE_RESULT = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
+_STATUS = "(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)"
+_VERBOSE_RESULT = re.compile(rf"^(\S+::\S+) {_STATUS}\b", re.M)
+# pytest-xdist: "[gw3] [ 12%] PASSED tests/test_x.py::test_y[a]"
+_XDIST_RESULT = re.compile(rf"^\[gw\d+\] \[\s*\d+%\] {_STATUS} (\S+::\S+)", re.M)
 
 
 def counts_from_verbose_log(text: str) -> PytestCounts:
-    """Counts from ``pytest -v`` output, for a run killed before it wrote its junit file."""
+    """Counts from ``pytest -v`` output (pytest-xdist's too), for a run killed before it wrote
+    its junit file."""
     results = _VERBOSE_RESULT.findall(text)
+    results += [(name, r) for r, name in _XDIST_RESULT.findall(text)]
     failed = tuple(name.split("::")[-1] for name, r in results if r in ("FAILED", "ERROR"))
     skipped = sum(r in ("SKIPPED", "XFAIL") for _, r in results)
     return PytestCounts(len(results) - len(failed) - skipped, len(failed), skipped, failed)

@@ -16,7 +16,9 @@ costs that stage only), whose output goes to ``<work dir>/logs``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +32,9 @@ from bench.gpu_report.plan import (
     BENCH_RES_GPU,
     DRY_RUN_BENCH,
     DRY_RUN_TESTS,
+    GPU_BENCH,
     GTX1080_BYTES,
+    KERNEL_TEST_WORKERS,
     KERNEL_TESTS,
     THROUGHPUT_DRY,
     THROUGHPUT_GPU,
@@ -60,6 +64,9 @@ def kernel_tests_cmd(dry_run: bool, junit: Path) -> list[str]:
     # -v: one line per finished test, so a killed run's log still tells what passed
     cmd = [sys.executable, "-m", "pytest", *KERNEL_TESTS, "-v", "-p", "no:cacheprovider",
            f"--junitxml={junit}"]
+    if importlib.util.find_spec("xdist") is not None:
+        # Triton compiles each kernel specialisation on first use: in parallel, when it can
+        cmd += ["-n", str(min(KERNEL_TEST_WORKERS, os.cpu_count() or 1))]
     return cmd + ["-k", DRY_RUN_TESTS] if dry_run else cmd
 
 
@@ -202,8 +209,10 @@ def bench_cmd(dry_run: bool, res: int, json_path: Path, junit: Path) -> list[str
            f"--bench-res={res}", f"--bench-device={'cpu' if dry_run else 'cuda'}",
            # short measurements: the report has a budget; medians of >= 5 rounds still
            "--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
-    # one small group, eager against compiled: the plumbing, not the numbers
-    return cmd + ["-k", DRY_RUN_BENCH] if dry_run else cmd
+    # dry run: one small group, eager against compiled: the plumbing, not the numbers. On the
+    # GPU: the reference against the Triton kernels (compiling every op would take the budget;
+    # the throughput stage times compiled training)
+    return cmd + ["-k", DRY_RUN_BENCH if dry_run else GPU_BENCH]
 
 
 def stage_bench(ctx: Context, timeout: float) -> StageResult:
