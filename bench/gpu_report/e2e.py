@@ -202,6 +202,14 @@ def _copy_small(src: Path, dst: Path) -> None:
         img.save(dst)
 
 
+def _span(resolutions: list[int]) -> str:
+    """``[64, 128, 256]`` -> ``at 64-256 px``; ``[256]`` -> ``at 256 px``."""
+    if not resolutions:
+        return "(no step)"
+    lo, hi = resolutions[0], resolutions[-1]
+    return f"at {lo} px" if lo == hi else f"at {lo}-{hi} px"
+
+
 def _speeds_text(speeds: dict[int, trainlog.Speed]) -> str:
     return ", ".join(f"{s.res} px {s.img_s:.0f}" for s in speeds.values()) or "none measured"
 
@@ -231,7 +239,8 @@ def describe(run: E2ERun, ctx: Context, compare: E2ERun | None) -> StageResult:
     if ctx.dry_run and not any(run.peaks.values()):
         mem = "not measured on the CPU"
     else:
-        where = {"train": f"train 4-{run.reached or '?'} px", "resume": f"resume at {run.top} px"}
+        where = {"train": f"train {_span([4, run.reached] if run.reached else [])}",
+                 "resume": f"resume {_span(trainlog.resumed_resolutions(run.records))}"}
         mem = "; ".join(f"{where[k]} {gib(v)}" for k, v in run.peaks.items())
     result.rows.append((f"{run.name} peak memory", mem))
     if run.grids:

@@ -189,7 +189,7 @@ def stage_memory(ctx: Context, timeout: float) -> StageResult:
         if est and not row["compile"] and row["precision"] == "fp32":
             line += f", estimated {gib(est)} (measured / estimated {row['peak_bytes'] / est:.2f})"
         fits = "fits" if row["peak_bytes"] < GTX1080_BYTES else "does NOT fit"
-        result.rows.append((f"{row['name']}", f"{line}; {fits} 8 GB"))
+        result.rows.append((f"memory, {row['name']}", f"{line}; {fits} a GTX 1080's 8 GiB"))
     est_text = ", ".join(f"{k} {gib(v)}" for k, v in estimate.items())
     if ctx.dry_run:
         result.summary = (f"measured nothing on the CPU (no peak-memory counter); estimate at the "

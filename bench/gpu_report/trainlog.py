@@ -118,3 +118,16 @@ def resumed_and_trained(records: list[dict]) -> bool:
         elif seen and r.get("kind") == "log":
             return True
     return False
+
+
+def resumed_resolutions(records: list[dict]) -> list[int]:
+    """The resolutions the first resume trained at (its ``log`` records), in order."""
+    seen, out = False, []
+    for r in records:
+        if r.get("kind") == "event" and r.get("event") == "resume":
+            if seen:
+                break
+            seen = True
+        elif seen and r.get("kind") == "log" and r.get("res") not in out:
+            out.append(r.get("res"))
+    return out
