@@ -23,12 +23,12 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("tests", "kernel tests vs float64 reference", 55, 90),
-    Stage("e2e", "train.py end to end: defaults (fused ops, compiled)", 230, 120),
+    Stage("tests", "kernel tests vs float64 reference", 50, 90),
+    Stage("e2e", "train.py end to end: defaults (fused ops, compiled)", 260, 120),
     Stage("e2e_ref", "train.py end to end: --impl reference --no-compile", 45, 90),
-    Stage("throughput", "training iteration, every variant side by side", 95, 90),
+    Stage("throughput", "training iteration, every variant side by side", 75, 90),
     Stage("memory", "peak memory: measured against estimated", 15, 60),
-    Stage("bench", "fused-op microbenchmarks", 25, 90),
+    Stage("bench", "fused-op microbenchmarks", 20, 90),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 BY_NAME = {s.name: s for s in STAGES}
@@ -104,10 +104,10 @@ REFERENCE_FLAGS = ("--impl", "reference", "--no-compile")
 # Shares of the stage's time: the first run is stopped (SIGTERM) as soon as it trains at the
 # top resolution, or at the end of its share; the resume runs to the end of the schedule, or
 # until generate's share (e2e only) is all that is left.
-E2E_RUN_SHARE = 0.6
-E2E_GENERATE_SHARE = 0.15
+E2E_RUN_SHARE = 0.62
+E2E_GENERATE_SHARE = 0.1
 E2E_GENERATE_MIN_S = 20.0  # generate gets at least this, even past the stage's cap
-STOP_GRACE_S = 40.0  # after SIGTERM: a step still compiling must finish, then a checkpoint
+STOP_GRACE_S = 25.0  # after SIGTERM: a step still compiling must finish, then a checkpoint
 E2E_STOP_MARGIN_S = 15.0  # the resume's SIGTERM comes this long before its hard limit
 
 
