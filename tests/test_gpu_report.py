@@ -72,6 +72,9 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
     assert rows["card"][2].startswith("CPU") and "triton " in rows["software"][2]
 
     assert " passed, 0 failed" in rows[plan.BY_NAME["tests"].title][2]
+    # train.py's own defaults on a CPU: the reference ops, no compile
+    assert "impl auto, compile off, fp32, on cpu" in rows[plan.BY_NAME["e2e"].title][2]
+    assert "impl reference, compile off" in rows[plan.BY_NAME["e2e_ref"].title][2]
     e2e = rows["e2e processes"][2]
     assert "train: exit 143 after SIGTERM (reached its goal)" in e2e
     assert "resume: exit 0" in e2e and "generate: exit 0" in e2e

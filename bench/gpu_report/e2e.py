@@ -52,6 +52,7 @@ class E2ERun:
     peaks: dict[str, int | None] = field(default_factory=dict)  # "train", "resume"
     records: list[dict] = field(default_factory=list)
     reached: int | None = None  # highest resolution the first process trained at
+    config: dict = field(default_factory=dict)  # the run's config.json (train's resolved settings)
     grids: list[str] = field(default_factory=list)  # files copied next to the report
     problems: list[str] = field(default_factory=list)
 
@@ -143,6 +144,10 @@ def _train(run: E2ERun, ctx: Context, out: Path, flags: list[str], env: dict[str
     run.records = trainlog.read_records(out / "log.jsonl")
     if label == "train":
         run.reached = trainlog.top_res(run.records)
+        try:
+            run.config = json.loads((out / "config.json").read_text())
+        except (OSError, ValueError):
+            pass
     expected = 143 if stop_when is not None else 0  # 143: the report's SIGTERM, checkpointed
     if stop_when is not None and proc.returncode == 0:
         run.problems.append(f"train finished before the report could stop it at {run.top} px: "
@@ -246,7 +251,11 @@ def describe(run: E2ERun, ctx: Context, compare: E2ERun | None) -> StageResult:
     if run.grids:
         result.rows.append((f"{run.name} grids", "; ".join(run.grids)))
     reached = f"reached {run.reached} px" if run.reached else "trained no step"
-    result.summary = (f"{reached}; {len(compiles)} compiles; "
+    cfg = run.config
+    how = (f"impl {cfg.get('impl')}, compile {'on' if cfg.get('compile') else 'off'}"
+           + (f" ({cfg['compile_backend']})" if cfg.get("compile") and "compile_backend" in cfg else "")
+           + f", {cfg.get('precision')}, on {cfg.get('device')}") if cfg else "no config.json"
+    result.summary = (f"{reached}; {how}; {len(compiles)} compiles; "
                       f"{sum(r.get('kind') == 'log' for r in run.records)} log records")
     result.status = "ok"
     for problem in run.problems:
