@@ -175,6 +175,29 @@ def test_out_of_time_stages_are_skipped_with_a_note(tmp_path) -> None:
     assert rows["total"][0] == "FAILED"
 
 
+def test_time_a_stage_leaves_goes_to_the_next_ones(tmp_path, monkeypatch) -> None:
+    # the scheduling alone: each stage function here reports the time limit it was given
+    given: dict[str, float] = {}
+
+    def stage(name: str):
+        def run(ctx, timeout: float) -> StageResult:
+            given[name] = timeout
+            return StageResult(name, "ok")
+        return run
+
+    monkeypatch.setattr(cli, "STAGE_FUNCS", {n: stage(n) for n in plan.STAGE_NAMES})
+    ctx = stages.Context(False, tmp_path, tmp_path)
+    results = cli.run_stages(ctx, ["tests", "e2e", "bench"], 10_000.0, lambda line: None)
+    assert [r.status for r in results] == ["ok", "ok", "skipped (not selected)",
+                                           "skipped (not selected)", "skipped (not selected)", "ok"]
+    caps = {n: plan.BY_NAME[n].cap_s for n in plan.STAGE_NAMES}
+    assert given["tests"] == caps["tests"]
+    assert caps["e2e"] + caps["tests"] - 1 < given["e2e"] <= caps["e2e"] + caps["tests"]
+    assert given["bench"] > caps["bench"] + caps["tests"] + caps["e2e"] - 1
+    cli.run_stages(ctx, ["tests", "e2e"], 100.0, lambda line: None)
+    assert given["e2e"] <= 100 - plan.RESERVE_S  # never past the budget
+
+
 def test_gpu_caps_fit_the_budget_and_the_plan_is_printed() -> None:
     assert sum(s.cap_s for s in plan.STAGES) + plan.RESERVE_S <= plan.DEFAULT_BUDGET_S <= 480
     text = cli.plan_text(list(plan.STAGE_NAMES), plan.DEFAULT_BUDGET_S, dry_run=False)

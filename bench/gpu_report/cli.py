@@ -69,16 +69,19 @@ def plan_text(selected: list[str], budget_s: float, dry_run: bool) -> str:
 
 def run_stages(ctx: Context, selected: list[str], budget_s: float, log: Callable[[str], None]
                ) -> list[StageResult]:
-    """Every stage in order, each within its cap and the budget left; all are reported."""
+    """Every stage in order, each within its cap plus what earlier stages left unused, and
+    within the budget left; all are reported."""
     deadline = time.monotonic() + budget_s - RESERVE_S
     results = []
+    unused = 0.0  # seconds earlier stages finished before their caps
     for stage in STAGES:
         name = stage.name
         if name not in selected:
             results.append(StageResult(name, NOT_SELECTED))
             continue
         left = deadline - time.monotonic()
-        timeout = min(cap_s(name, ctx.dry_run), left)
+        cap = cap_s(name, ctx.dry_run)
+        timeout = min(cap + max(unused, 0.0), left)
         if timeout < min_stage_s(ctx.dry_run):
             results.append(StageResult(name, "skipped (out of time)",
                                        summary=f"{max(left, 0):.0f} s of the budget left"))
@@ -94,6 +97,7 @@ def run_stages(ctx: Context, selected: list[str], budget_s: float, log: Callable
         except Exception as e:  # a bug here must not cost the table of the other stages
             result = StageResult(name, "FAILED", summary=f"report error: {type(e).__name__}: {e}")
         result.seconds = time.monotonic() - start
+        unused += cap - result.seconds
         log(f"{name}: {result.status} in {result.seconds:.0f} s: {result.summary}")
         results.append(result)
     return results

@@ -2,8 +2,8 @@
 
 Stages run in this order, most important first, so that a report cut short still holds kernel
 correctness, the training command end to end, the training iteration's throughput and memory
-at 256 px. Each stage stops at its own cap (seconds on a GPU); time a stage leaves unused goes
-to the later ones, never beyond their caps, and never past the report's overall budget.
+at 256 px. Each stage stops at its own cap (seconds on a GPU) plus the time earlier stages
+left unused, and never past the report's overall budget.
 
 A dry run (``--dry-run``, CPU) runs every stage's real code at the tiny sizes below: it checks
 the plumbing in CI and measures nothing.
