@@ -86,10 +86,9 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
         assert trainlog.events(records)[-1] == "done"
         assert trainlog.top_res(records) == plan.E2E_DRY.res
         assert trainlog.resumed_and_trained(records) == (run == "e2e")
-    with Image.open(out / "grid-generate.png") as img:  # 16 samples, 4 x 4 cells of 64 px
-        assert img.size == (4 * 65 - 1, 4 * 65 - 1)
-    with Image.open(out / "grid-train.png") as img:
-        assert img.size == (4 * 65 - 1, 4 * 65 - 1)  # train's --grid 4 at 16 px
+    for grid in ("grid-generate.png", "grid-train.png"):  # 4 x 4 samples of 16 px, or larger
+        with Image.open(out / grid) as img:
+            assert img.mode == "RGB" and min(img.size) >= 4 * 16, (grid, img.size)
 
     for name in ("eager reference", "compiled fused", "eager fused", "compiled reference"):
         assert "img/s" in rows[name][2], name
