@@ -125,6 +125,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--inception-weights", default=None, metavar="PATH",
       help="FID's Inception weights file, for machines without network (default: torch's hub "
            "cache, else downloaded before training starts)")
+    a("--diversity", dest="diversity", action=argparse.BooleanOptionalAction, default=d.diversity,
+      help="the collapse watch: at every tick, G_ema's colour and structure variety against the "
+           "reals' ('diversity' records, the tick line) and a warning when it stays low "
+           "(default: on)")
+    a("--diversity-threshold", type=float, default=d.diversity_threshold, metavar="R",
+      help="warn when a diversity ratio (samples' variety over the reals') stays below R for 3 "
+           "ticks, in (0, 1] (default: %(default)s)")
     a("--resume", default=None, metavar="auto|PATH",
       help="continue a run: 'auto' takes the newest checkpoint in --out (starts fresh if none), "
            "or give a checkpoint file (default: start fresh; refuses an --out holding checkpoints)")
@@ -173,6 +180,8 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
             check_metric_setup(metrics, args.inception_weights)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if not 0 < args.diversity_threshold <= 1:
+        raise UsageError(f"--diversity-threshold must be in (0, 1], got {args.diversity_threshold}")
     if args.metric_n < 2:
         raise UsageError(f"--metric-n must be at least 2, got {args.metric_n}")
     try:
@@ -194,7 +203,8 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         compile_backend=compile_backend,
         precision="fp32" if args.precision == "auto" else args.precision, gp_every=args.gp_every,
         metric_every=args.metric_every, metrics=metrics, metric_n=args.metric_n,
-        inception_weights=args.inception_weights,
+        inception_weights=args.inception_weights, diversity=args.diversity,
+        diversity_threshold=args.diversity_threshold,
     )
     state, path = None, None
     if args.resume is None:
