@@ -27,10 +27,22 @@ from fastpggan.flags import (
     resolve_device,
 )
 from fastpggan.networks import check_resolution
+from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
-from fastpggan.training.config import ARCH_KEYS, DEFAULT_BATCH, TrainConfig, parse_batch
+from fastpggan.training.config import (
+    ARCH_KEYS,
+    DEFAULT_BATCH,
+    DEFAULT_LR,
+    GP_RESOLUTIONS,
+    TrainConfig,
+    format_per_res,
+    parse_batch,
+    parse_lr,
+)
 from fastpggan.training.distributed import Distributed
 from fastpggan.training.loop import Trainer
+from fastpggan.training.schedule import Schedule
+from fastpggan.training.steps import COMPILE_BACKENDS, resolve_compile
 
 
 def default_workers() -> int:
@@ -51,15 +63,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="how many built-in faces when --data is not given (default: %(default)s)")
     a("--out", default=None, metavar="DIR",
       help="run folder for config, checkpoints, grids, logs (default: runs/<data name>-<R>)")
-    a("--kimg-per-phase", type=float, default=d.kimg_per_phase, metavar="K",
-      help="thousands of images per resolution phase: the first half fades the new block in, "
-           "the second half trains it stable; 4x4 gets only the stable half (default: %(default)s)")
-    a("--final-kimg", type=float, default=d.final_kimg, metavar="F",
-      help="extra thousands of images at the final resolution after its phase (default: %(default)s)")
+    a("--fade-kimg", type=float, default=d.fade_kimg, metavar="K",
+      help="thousands of real images over which each new resolution fades in (default: %(default)g, "
+           "the authors')")
+    a("--stable-kimg", type=float, default=d.stable_kimg, metavar="K",
+      help="thousands of real images each resolution then trains stable before the next fades in; "
+           "4x4 gets only this (default: %(default)g, the authors')")
+    a("--total-kimg", type=float, default=d.total_kimg, metavar="K",
+      help="thousands of real images in the whole run: the final resolution trains on until "
+           "then; must reach it (default: %(default)g, the authors')")
     a("--batch", default=None, metavar="SPEC",
       help=f"minibatch per resolution (per process under torchrun): one size for all, or RES:SIZE overrides "
            f"(default, fits an 8 GB card: {batch})")
-    a("--lr", type=float, default=d.lr, help="Adam learning rate for G and D (default: %(default)s)")
+    a("--lr", default=None, metavar="SPEC",
+      help=f"Adam learning rate of G and D per resolution: one rate, RES:RATE overrides, or both "
+           f"(e.g. 0.002,1024:0.003) (default, the authors' one-GPU preset: {format_per_res(DEFAULT_LR)})")
     a("--seed", type=int, default=d.seed, help="seed of weights, latents and batch order (default: %(default)s)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto picks cuda when available (default: %(default)s)")
@@ -92,15 +110,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="do not write TensorBoard events (default: written when tensorboard is installed)")
     a("--impl", default=d.impl, choices=("auto", "triton", "reference"),
       help="fused ops: Triton kernels, the PyTorch reference, or auto = Triton on CUDA GPUs of "
-           "compute capability 7.0+, the reference elsewhere (default: %(default)s)")
+           "compute capability 6.0+ (GTX 1080 included) whose architecture Triton's ptxas builds "
+           "for, each op checked against the reference on first use (a failing op falls back "
+           "to it with a warning; FASTPGGAN_SELF_CHECK=0 skips the check), the reference "
+           "elsewhere (default: %(default)s)")
     a("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
       help="run G and D through torch.compile (default: on for CUDA GPUs of compute capability "
-           "7.0+, off on the CPU, where it measured no faster, and on older GPUs, where "
-           "inductor cannot run)")
+           "7.0+; off on the CPU, where it measured no faster, and on older GPUs such as the GTX "
+           "1080, where no GPU measurement shows it faster yet)")
+    a("--compile-backend", default="auto", choices=("auto", *COMPILE_BACKENDS),
+      help="torch.compile backend: inductor (generated code; CPU or CUDA GPUs of compute "
+           "capability 7.0+) or cudagraphs (CUDA graphs, no generated code; any CUDA GPU, "
+           "the GTX 1080 included). auto = inductor, cudagraphs on GPUs below 7.0. Naming one "
+           "turns --compile on (default: %(default)s)")
     a("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
       help="arithmetic of the G and D passes; the gradient penalty is always fp32. auto = fp32 "
            "(Pascal GPUs run fp16 at 1/64 rate; lower precision is not yet measured to train as "
            "well elsewhere) (default: %(default)s)")
+    a("--gp-resolution", default=d.gp_resolution, choices=GP_RESOLUTIONS,
+      help="where the gradient penalty's norm is taken: full = w.r.t. the full-resolution image "
+           "the authors' networks see (computed at the current resolution), current = w.r.t. the "
+           "current-resolution image (the seed article's form) (default: %(default)s)")
     a("--gp-every", type=int, default=d.gp_every, metavar="K",
       help="take the gradient penalty every K-th D step, scaled by K (lazy regularisation; "
            "1 = every step, the authors' recipe) (default: %(default)s)")
@@ -127,34 +157,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
            "or give a checkpoint file (default: start fresh; refuses an --out holding checkpoints)")
 
 
-def resolve_compile(flag: bool | None, device: str) -> bool:
-    """``--compile`` resolved: ``None`` (not given) is on for CUDA GPUs that inductor supports.
-
-    Asking for it where inductor cannot run (a GPU below compute capability 7.0) warns once and
-    trains eagerly instead of failing.
-    """
-    capable = device != "cuda" or torch.cuda.get_device_capability() >= (7, 0)
-    if flag is None:
-        return device == "cuda" and capable
-    if flag and not capable:
-        major, minor = torch.cuda.get_device_capability()
-        warnings.warn(
-            f"--compile: torch.compile needs a GPU of compute capability 7.0+, this one is "
-            f"{major}.{minor}; training without it", RuntimeWarning, stacklevel=2,
-        )
-        return False
-    return flag
-
-
 def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
     """Validate the flags: the config, the checkpoint to resume and its path. Writes nothing."""
     try:
         check_resolution(args.res)
     except ValueError as e:
         raise UsageError(f"--res: {e}") from None
-    check_positive("--kimg-per-phase", args.kimg_per_phase)
-    check_positive("--final-kimg", args.final_kimg, zero_ok=True)
-    check_positive("--lr", args.lr)
+    check_positive("--fade-kimg", args.fade_kimg, zero_ok=True)
+    check_positive("--stable-kimg", args.stable_kimg, zero_ok=True)
+    check_positive("--total-kimg", args.total_kimg)
+    try:
+        Schedule(args.res, args.fade_kimg, args.stable_kimg, args.total_kimg)
+    except ValueError as e:
+        raise UsageError(f"--fade-kimg/--stable-kimg/--total-kimg: {e}") from None
     for name in ("latent_dim", "fmap_base", "fmap_max", "num_faces", "ckpt_ticks", "keep_ckpts", "grid"):
         check_positive("--" + name.replace("_", "-"), getattr(args, name))
     check_positive("--tick-kimg", args.tick_kimg)
@@ -165,11 +180,23 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     try:
         batch = parse_batch(args.batch)
+        lr = parse_lr(args.lr)
     except ValueError as e:
         raise UsageError(str(e)) from None
     device = resolve_device(args.device)
     check_positive("--gp-every", args.gp_every)
-    compile_on = resolve_compile(args.compile, device)
+    capability = torch.cuda.get_device_capability() if device == "cuda" else None
+    try:
+        compile_on, compile_backend = resolve_compile(
+            args.compile, args.compile_backend, device, capability)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if (problem := impl_problem(args.impl, device)) is not None:
+        raise UsageError(f"--impl {args.impl}: {problem}")
+    try:  # the ops' self-checks now, so that a failing one stops --impl triton before any work
+        check_ops(args.impl, device)
+    except RuntimeError as e:
+        raise UsageError(f"--impl {args.impl}: {e}") from None
     check_positive("--metric-every", args.metric_every, zero_ok=True)
     try:
         metrics = list(parse_metrics(args.metric))
@@ -191,13 +218,15 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
     check_writable(out)
     cfg = TrainConfig(
         resolution=args.res, data=source.path or None, num_faces=args.num_faces, out=str(out),
-        kimg_per_phase=args.kimg_per_phase, final_kimg=args.final_kimg, batch=batch, lr=args.lr,
+        fade_kimg=args.fade_kimg, stable_kimg=args.stable_kimg, total_kimg=args.total_kimg,
+        batch=batch, lr=lr, gp_resolution=args.gp_resolution,
         seed=args.seed, device=device, latent_dim=args.latent_dim, fmap_base=args.fmap_base,
         fmap_max=args.fmap_max, mirror=args.mirror, ema_beta=args.ema_beta, tick_kimg=args.tick_kimg,
         ckpt_ticks=args.ckpt_ticks, keep_ckpts=args.keep_ckpts, log_kimg=args.log_kimg, grid=args.grid,
         workers=default_workers() if args.workers is None else args.workers,
         cache_dir=args.cache_dir or str(out / "cache"), tensorboard=args.tensorboard,
         progress=sys.stderr.isatty(), impl=args.impl, compile=compile_on,
+        compile_backend=compile_backend,
         precision="fp32" if args.precision == "auto" else args.precision, gp_every=args.gp_every,
         metric_every=args.metric_every, metrics=metrics, metric_n=args.metric_n,
         inception_weights=args.inception_weights, diversity=args.diversity,
@@ -259,19 +288,18 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, path: Path | None, di
         dist.barrier()
     for line in data.report():
         echo(line)
+    echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / ".config.json.tmp"
         tmp.write_text(cfg.to_json() + "\n")
         os.replace(tmp, out / "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)
-    total = trainer.schedule.total_images
     where = cfg.device if not dist.enabled else (
         f"{dist.world_size} {cfg.device} processes (global batch = {dist.world_size} x --batch)"
     )
     echo(
-        f"training {cfg.resolution}px on {where}: {len(trainer.schedule.phases)} phases, "
-        f"{total / 1000:g} kimg, run folder {out}"
+        f"training {cfg.resolution}px on {where}: {trainer.schedule.describe()}; run folder {out}"
     )
     result = trainer.run()
     if result == "interrupted":
