@@ -73,3 +73,21 @@ def test_latest_is_by_images_seen(tmp_path):
         "ckpt-00000.999kimg-8px.pt", "ckpt-00002.000kimg-8px.pt", "ckpt-00010.500kimg-16px.pt"]
     assert latest_checkpoint(tmp_path).name == "ckpt-00010.500kimg-16px.pt"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_checkpoint_with_the_old_generator_layer_is_refused_in_one_line(tmp_path, capsys):
+    # Before G's first layer matched the authors' (one bias per channel), it also had a bias per
+    # channel and pixel, "dense.bias". Such checkpoints cannot be converted exactly: refused.
+    from fastpggan import Generator
+    from fastpggan.__main__ import main
+
+    G = Generator(8, latent_dim=8, fmap_base=32, fmap_max=8, impl="reference")
+    old = {**G.state_dict(), "dense.bias": torch.zeros(16 * 8)}
+    path = save_checkpoint({"format": FORMAT, "G": old, "G_ema": old, "config": {}, "progress": {"images": 0}},
+                           tmp_path / checkpoint_name(0, 8))
+    with pytest.raises(CheckpointError, match="bias per pixel in its first layer.*start a new run"):
+        load_checkpoint(path)
+    assert main(["generate", "--ckpt", str(path), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be converted exactly" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err

@@ -1,7 +1,7 @@
 """Progressive training: schedule, loop, checkpoints, run log.
 
 Public names:
-    TrainConfig, parse_batch, DEFAULT_BATCH        settings (``config``)
+    TrainConfig, parse_batch, parse_lr, DEFAULT_BATCH, DEFAULT_LR   settings (``config``)
     Schedule                                       images seen -> resolution and fade (``schedule``)
     Trainer, prepare_reals                         the loop (``loop``)
     TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
@@ -17,13 +17,14 @@ from fastpggan.training.checkpoint import (
     load_generator,
     save_checkpoint,
 )
-from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
+from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig, parse_batch, parse_lr
 from fastpggan.training.loop import Trainer, prepare_reals
 from fastpggan.training.schedule import Schedule
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 __all__ = [
     "DEFAULT_BATCH",
+    "DEFAULT_LR",
     "CheckpointError",
     "Schedule",
     "TrainConfig",
@@ -35,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "load_generator",
     "parse_batch",
+    "parse_lr",
     "prepare_reals",
     "reset_adam",
     "save_checkpoint",
