@@ -147,9 +147,16 @@ def test_cache_is_reused_and_keyed_by_the_files(tmp_path, monkeypatch):
     np.testing.assert_array_equal(first.levels[8], again.levels[8])
     assert again.skipped == 2 and again.small == 1
     monkeypatch.undo()
+    old_key = open_source(str(tmp_path / "data")).fingerprint(8)
+    # another source's cache in the same --cache-dir, which must survive
+    load_data(open_source(None, 3), 8, cache_dir=tmp_path / "cache")
     Image.new("RGB", (8, 8)).save(tmp_path / "data" / "new.png")  # the key changes
-    assert load_data(open_source(str(tmp_path / "data")), 8, cache_dir=tmp_path / "cache").count == 9
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    newer = load_data(open_source(str(tmp_path / "data")), 8, cache_dir=tmp_path / "cache")
+    assert newer.count == 9
+    # the cache of the data's old state is superseded and removed, with a note
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert old_key not in left and len(left) == 2
+    assert any("removed 1 superseded cache" in line for line in newer.report())
 
 
 def test_zip_source_matches_folder(tmp_path):
