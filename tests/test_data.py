@@ -207,3 +207,46 @@ def test_real_batches_depend_only_on_seed_and_step():
         assert torch.equal(x1, x2) and torch.equal(f1, f2) and torch.equal(f1, flip)
         assert torch.equal(x1, torch.from_numpy(images[idx.numpy()]))
     assert not torch.equal(step_batch(5, 0, 10, 4)[0], step_batch(6, 0, 10, 4)[0])
+
+
+def test_broken_links_and_loops_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "data"
+    _write_mixed_folder(root)
+    (root / "nowhere.png").symlink_to(root / "missing.png")  # points nowhere
+    (root / "a.png").symlink_to(root / "b.png")  # a file-link loop
+    (root / "b.png").symlink_to(root / "a.png")
+    (root / "sub" / "up").symlink_to(root)  # a folder loop
+    (root / "same").symlink_to(root / "sub")  # a second link to one folder
+    src = open_source(str(root))
+    assert len(src) == 10  # the same usable files as without the links
+    reasons = dict(src.broken)
+    assert reasons["nowhere.png"].startswith("link to nothing") and reasons["a.png"] == "link loop"
+    assert "folder already listed" in reasons["sub/up"] and "folder already listed" in reasons["same"]
+    assert "sub/gray.png" in src.names  # the real path, not the link's
+    data = load_data(src, 8, cache_dir=tmp_path / "cache")
+    assert len(src.broken) == 5 and data.count == 8 and data.skipped == 2 + 5
+    assert "skipped 7 files" in "\n".join(data.report())
+
+
+def test_undecodable_names_print_on_a_strict_terminal(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    _write_mixed_folder(root)
+    bad = os.fsencode(str(root)) + b"/caf\xe9-\xff.png"  # Latin-1 bytes: not UTF-8
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    code = (
+        "import sys; from fastpggan.data import load_data, open_source\n"
+        "d = load_data(open_source(sys.argv[1]), 8, cache_dir=sys.argv[2])\n"
+        "print('\\n'.join(d.report()))\n"
+    )
+    env = {**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C",
+           "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for _ in range(2):  # the second run replays the report from the cache
+        r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "cache")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "caf\\xe9-\\xff.png" in r.stdout and "skipped 3 files" in r.stdout

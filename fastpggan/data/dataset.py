@@ -22,6 +22,7 @@ then removed as superseded. Caches of other sources in a shared ``--cache-dir`` 
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import io
@@ -146,9 +147,11 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
     found: list[tuple[str, tuple[int, int]]] = []
     broken: list[tuple[str, str]] = []
     seen: set[tuple[int, int]] = set()
-    stack = [(top, "")]
-    while stack:
-        folder, rel = stack.pop()
+    # Breadth first, real folders before links to folders: a folder reached twice keeps the
+    # name of its shortest, real path.
+    queue = collections.deque([(top, "")])
+    while queue:
+        folder, rel = queue.popleft()
         try:
             st = folder.stat()
             key = (st.st_dev, st.st_ino)
@@ -156,7 +159,7 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
                 broken.append((rel, "folder already listed (a link loop, or a second link to it)"))
                 continue
             seen.add(key)
-            entries = list(os.scandir(folder))
+            entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
         except OSError as e:
             broken.append((rel or ".", _os_reason(e)))
             continue
@@ -170,7 +173,7 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
                 broken.append((name, _os_reason(e)))
                 continue
             if entry.is_dir():
-                stack.append((Path(entry.path), name))
+                queue.append((Path(entry.path), name))
             elif entry.is_file():
                 found.append((name, (st.st_size, st.st_mtime_ns)))
             else:
