@@ -110,6 +110,12 @@ def test_numbers_that_cannot_train_are_refused_naming_the_flag(field, bad):
     assert str(e.value).startswith(flag) and "\n" not in str(e.value)
 
 
+def test_training_grid_must_fit_one_sheet():
+    check_config_numbers(TrainConfig(resolution=1024, grid=8))
+    with pytest.raises(ValueError, match="--grid must be at most 8 at --res 1024"):
+        check_config_numbers(TrainConfig(resolution=1024, grid=9))
+
+
 def test_defaults_and_edges_pass():
     check_config_numbers(TrainConfig())
     check_config_numbers(TrainConfig(tick_kimg=0.001, log_kimg=0.001, metric_every=0.001, seed=2**32 - 1,

@@ -7,6 +7,8 @@ the combinations that would make the loop divide by zero or overflow:
 
 - an interval in kimg (``tick_kimg``, ``log_kimg``, a non-zero ``metric_every``) must be at
   least one image (0.001 kimg): the loop steps its counters by whole images;
+- ``grid`` samples fit one sheet at the final resolution (:mod:`fastpggan.sheets`: 8 x 8 at
+  1024 px, 32 x 32 at 256 px), so a training grid stays a bounded image;
 - ``seed`` fits 32 bits: per-rank and resumed generators are seeded with ``seed * 1000003 +
   step``, which must stay within the 64 bits a generator seed holds.
 
@@ -19,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from fastpggan.sheets import MAX_SHEET_SIDE, cells_per_side
 from fastpggan.training.resume_policy import flag_name
 
 BIG_KIMG = 1e7  # ten billion images: more than any run, small enough that counts stay exact
@@ -109,6 +112,12 @@ def check_config_numbers(cfg: Any) -> None:
                 check_number(flag, v, limit)
         else:
             check_number(flag, value, limit)
+    res, grid = getattr(cfg, "resolution", None), getattr(cfg, "grid", None)
+    if res is not None and grid is not None and grid > cells_per_side(res):
+        raise ValueError(
+            f"--grid must be at most {cells_per_side(res)} at --res {res} (a sheet holds "
+            f"{MAX_SHEET_SIDE} px of samples per side), got {grid}"
+        )
     every = getattr(cfg, "metric_every", 0.0)
     if 0 < every < _INTERVAL.lo:
         raise ValueError(
