@@ -1,6 +1,8 @@
 """Command line: ``python -m fastpggan {train,generate,evaluate} [options]`` (``train.py`` = ``train``).
 
 Bad input gets one line on stderr naming the problem and exit code 2, before anything is written.
+A full disk while writing gets one line and exit code 1 (nothing partial is left). Messages print
+on any terminal: what its encoding cannot show is escaped.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastpggan.atomic import DiskFullError
+from fastpggan.console import safe_streams
 from fastpggan.data import DataError
 from fastpggan.training.checkpoint import CheckpointError
 from fastpggan.training.cli import UsageError
@@ -46,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -53,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, CheckpointError) as e:
         print(f"fastpggan {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"fastpggan {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
