@@ -13,8 +13,11 @@ import sys
 from fastpggan.atomic import DiskFullError
 from fastpggan.console import safe_streams
 from fastpggan.data import DataError
+from fastpggan.flags import UsageError
+from fastpggan.generate import add_generate_arguments, run_generate
+from fastpggan.metrics.cli import add_evaluate_arguments, run_evaluate
 from fastpggan.training.checkpoint import CheckpointError
-from fastpggan.training.cli import UsageError
+from fastpggan.training.cli import add_train_arguments, run_train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,10 +29,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each subcommand's ``func`` runs it."""
-    from fastpggan.generate import add_generate_arguments, run_generate
-    from fastpggan.metrics.cli import add_evaluate_arguments, run_evaluate
-    from fastpggan.training.cli import add_train_arguments, run_train
-
     parser = _Parser(prog="fastpggan", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

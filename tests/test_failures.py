@@ -184,7 +184,7 @@ def test_resume_auto_falls_back_from_a_damaged_checkpoint_and_says_so(tmp_path, 
     capsys.readouterr()
     assert main([*RUN8, "--out", str(out), "--final-kimg", "0.016", "--resume", "auto"]) == 0
     said = capsys.readouterr().out
-    assert f"{newest.name} is damaged" in said and "resuming from the newest good one" in said
+    assert f"{newest.name}' is damaged" in said and "resuming from the newest good one" in said
     assert (out / (newest.name + ".damaged")).exists()
     # generate refuses a damaged file with one line
     bad = out / (newest.name + ".damaged")

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from fastpggan.__main__ import main
-from fastpggan.generate import load_generator, make_grid, slerp
+from fastpggan.sampling import make_grid, slerp
+from fastpggan.training.checkpoint import load_generator
 from fastpggan.training import latest_checkpoint
 
 TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",

@@ -1,4 +1,5 @@
-"""The ``evaluate`` command and the metric-flag checks it shares with ``train --metric-every``.
+"""The ``evaluate`` command (its metric-flag checks, shared with ``train --metric-every``, are in
+:mod:`fastpggan.flags`).
 
 ``python -m fastpggan evaluate --ckpt PATH [--data PATH] [--metric swd,fid] [--n N]
 [--out FILE.json]`` evaluates a checkpoint's ``G_ema`` at the resolution and fade it had
@@ -10,55 +11,31 @@ Every check that can fail runs before images are decoded or sampled (one line, e
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fastpggan.metrics.evaluate import METRICS
-from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
-from fastpggan.metrics.swd import MIN_RESOLUTION
+from fastpggan.data import DataError, load_data, open_source
+from fastpggan.flags import (
+    UsageError,
+    check_metric_setup,
+    check_swd_resolution,
+    check_writable,
+    parse_metrics,
+    resolve_device,
+)
+from fastpggan.metrics.evaluate import METRICS, evaluate_generator
+from fastpggan.metrics.reals import data_identity, real_batches, repeats
+from fastpggan.training.checkpoint import load_checkpoint, load_generator
+from fastpggan.training.config import TrainConfig
+from fastpggan.training.schedule import Schedule
 
 DEFAULT_N = 10_000
-
-
-def parse_metrics(spec: str) -> tuple[str, ...]:
-    """``"swd,fid"`` -> ``("swd", "fid")``; ``ValueError`` (one line) on an unknown or no name."""
-    names = tuple(dict.fromkeys(s.strip().lower() for s in spec.split(",") if s.strip()))
-    unknown = [n for n in names if n not in METRICS]
-    if unknown or not names:
-        raise ValueError(f"--metric must be a comma-separated subset of {','.join(METRICS)}, got {spec!r}")
-    return names
-
-
-def fidelity_installed() -> bool:
-    """Whether torch-fidelity (FID's Inception network, the ``fid`` extra) can be imported."""
-    return importlib.util.find_spec("torch_fidelity") is not None
-
-
-def check_metric_setup(metrics: Sequence[str], inception_weights: str | None) -> None:
-    """``ValueError`` (one line) when FID is asked for but cannot run: torch-fidelity missing,
-    or the Inception weights neither at ``inception_weights``, cached, nor downloadable."""
-    if "fid" not in metrics:
-        return
-    if not fidelity_installed():
-        raise ValueError("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
-    try:
-        resolve_inception_weights(inception_weights)
-    except InceptionWeightsError as e:
-        raise ValueError(str(e)) from None
-
-
-def check_swd_resolution(metrics: Sequence[str], res: int, what: str) -> None:
-    """``ValueError`` when SWD is asked for at a resolution below its 16 px minimum."""
-    if "swd" in metrics and res < MIN_RESOLUTION:
-        raise ValueError(f"SWD needs images of at least {MIN_RESOLUTION}px; {what} is at {res}px")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,15 +80,6 @@ def _write_json(path: Path, result: dict[str, Any]) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
-    from fastpggan.data import DataError, load_data, open_source
-    from fastpggan.generate import load_generator
-    from fastpggan.metrics.evaluate import evaluate_generator
-    from fastpggan.metrics.reals import data_identity, real_batches, repeats
-    from fastpggan.training.checkpoint import load_checkpoint
-    from fastpggan.training.cli import UsageError, check_writable
-    from fastpggan.training.config import TrainConfig
-    from fastpggan.training.schedule import Schedule
-
     try:
         metrics = parse_metrics(args.metric)
     except ValueError as e:
@@ -127,9 +95,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if out.suffix.lower() != ".json":
             raise UsageError(f"--out must end in .json, got {args.out!r}")
         check_writable(out.parent if str(out.parent) else Path("."))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = torch.device(resolve_device(args.device))
 
     ckpt = Path(args.ckpt)
     state = load_checkpoint(ckpt)  # CheckpointError: exit 2

@@ -5,7 +5,8 @@ Public names:
     Schedule                                       images seen -> resolution and fade (``schedule``)
     Trainer, prepare_reals                         the loop (``loop``)
     TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
-    save_checkpoint, load_checkpoint, latest_checkpoint, CheckpointError   (``checkpoint``)
+    save_checkpoint, load_checkpoint, latest_checkpoint, CheckpointError,
+    load_generator                                 checkpoints and their G_ema (``checkpoint``)
 """
 
 from fastpggan.training.checkpoint import (
@@ -13,6 +14,7 @@ from fastpggan.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_generator,
     save_checkpoint,
 )
 from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
@@ -31,6 +33,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_generator",
     "parse_batch",
     "prepare_reals",
     "reset_adam",

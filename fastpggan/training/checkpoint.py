@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, safe loads, finding the newest in a run folder.
+"""Checkpoints: atomic writes, safe loads, finding the newest in a run folder, and the
+sample generator (``G_ema``) of one.
 
 A checkpoint is a ``torch.save`` dict of plain containers and tensors only, so it loads with
 ``torch.load(weights_only=True)``: a file whose pickle would build any other object (run code)
@@ -26,6 +27,9 @@ import torch
 
 from fastpggan.atomic import atomic_write
 from fastpggan.console import printable
+from fastpggan.networks import Generator
+from fastpggan.training.config import TrainConfig
+from fastpggan.training.schedule import Schedule
 
 FORMAT = "fastpggan-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d+\.\d{3})kimg-(\d+)px\.pt$")
@@ -153,3 +157,14 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     """The newest checkpoint in ``folder``, or ``None``."""
     found = list_checkpoints(folder)
     return found[-1] if found else None
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, int, float]:
+    """``G_ema`` of a checkpoint (eval mode, on ``device``) and the resolution and fade it reached."""
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
+    G.load_state_dict(state["G_ema"])
+    G.to(device).eval().requires_grad_(False)
+    pos = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg).at(state["progress"]["images"])
+    return G, pos.phase.res, pos.fade

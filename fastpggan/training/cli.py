@@ -1,7 +1,7 @@
 """The ``train`` command: flags, validation before anything is written, then the run.
 
 Every check that can fail (flags, data path, out folder, checkpoint) runs before the first
-write; a failure is a :class:`UsageError` (one line, exit code 2).
+write; a failure is a :class:`~fastpggan.flags.UsageError` (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ from typing import Any
 import torch
 
 from fastpggan.data import DataError, load_data, open_source
-from fastpggan.metrics.cli import check_metric_setup, check_swd_resolution, parse_metrics
+from fastpggan.flags import (
+    UsageError,
+    check_metric_setup,
+    check_positive,
+    check_swd_resolution,
+    check_writable,
+    parse_metrics,
+    resolve_device,
+)
 from fastpggan.networks import check_resolution
 from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from fastpggan.training.config import ARCH_KEYS, DEFAULT_BATCH, TrainConfig, parse_batch
 from fastpggan.training.distributed import Distributed
 from fastpggan.training.loop import Trainer
-
-
-class UsageError(ValueError):
-    """Bad command-line input: printed as one line, exit code 2."""
 
 
 def default_workers() -> int:
@@ -116,22 +120,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
            "or give a checkpoint file (default: start fresh; refuses an --out holding checkpoints)")
 
 
-def _positive(name: str, value: float, zero_ok: bool = False) -> None:
-    if not (value >= 0 if zero_ok else value > 0):
-        raise UsageError(f"{name} must be {'>= 0' if zero_ok else 'positive'}, got {value}")
-
-
-def check_writable(out: Path) -> None:
-    """``UsageError`` unless ``out`` is (or can be created as) a writable folder."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {str(out)!r} is not writable (no write permission on {str(probe)!r})")
-
-
 def resolve_compile(flag: bool | None, device: str) -> bool:
     """``--compile`` resolved: ``None`` (not given) is on for CUDA GPUs that inductor supports.
 
@@ -157,13 +145,13 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         check_resolution(args.res)
     except ValueError as e:
         raise UsageError(f"--res: {e}") from None
-    _positive("--kimg-per-phase", args.kimg_per_phase)
-    _positive("--final-kimg", args.final_kimg, zero_ok=True)
-    _positive("--lr", args.lr)
+    check_positive("--kimg-per-phase", args.kimg_per_phase)
+    check_positive("--final-kimg", args.final_kimg, zero_ok=True)
+    check_positive("--lr", args.lr)
     for name in ("latent_dim", "fmap_base", "fmap_max", "num_faces", "ckpt_ticks", "keep_ckpts", "grid"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
-    _positive("--tick-kimg", args.tick_kimg)
-    _positive("--log-kimg", args.log_kimg)
+        check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    check_positive("--tick-kimg", args.tick_kimg)
+    check_positive("--log-kimg", args.log_kimg)
     if not 0 <= args.ema_beta < 1:
         raise UsageError(f"--ema-beta must be in [0, 1), got {args.ema_beta}")
     if args.workers is not None and args.workers < 0:
@@ -172,14 +160,10 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         batch = parse_batch(args.batch)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    _positive("--gp-every", args.gp_every)
+    device = resolve_device(args.device)
+    check_positive("--gp-every", args.gp_every)
     compile_on = resolve_compile(args.compile, device)
-    _positive("--metric-every", args.metric_every, zero_ok=True)
+    check_positive("--metric-every", args.metric_every, zero_ok=True)
     try:
         metrics = list(parse_metrics(args.metric))
         if args.metric_every > 0:

@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,12 @@ import torch
 from tqdm import tqdm
 
 from fastpggan.data import ImageData, RealBatches
-from fastpggan.generate import make_grid, sample
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
 from fastpggan.metrics.reals import data_identity, real_batches
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
 from fastpggan.networks import Discriminator, Generator
+from fastpggan.sampling import make_grid, sample
 from fastpggan.training.checkpoint import (
     FORMAT,
     checkpoint_name,
@@ -54,6 +55,21 @@ from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 Fade = float | torch.Tensor
 STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
+
+
+@dataclass(frozen=True)
+class Due:
+    """What a step ends (:meth:`Trainer._due`): each is handled at the record point that follows."""
+
+    log: bool  # log_kimg more images seen: a scalar record
+    tick: bool  # tick_kimg more: a grid and a console line; every ckpt_ticks-th tick a checkpoint
+    phase_end: bool  # the resolution phase (or the run) ended: grid, checkpoint, metric point
+    metric: bool  # metric_every more images (or a phase end) with metrics on
+
+    @property
+    def record(self) -> bool:
+        """Whether this step ends at a record point (any of the above: each needs the statistics)."""
+        return self.log or self.tick or self.phase_end or self.metric
 
 
 def prepare_reals(x: torch.Tensor, flip: torch.Tensor, fade: Fade, mirror: bool) -> torch.Tensor:
@@ -273,124 +289,191 @@ class Trainer:
             log.close()
 
     def _run(self, log: RunLog, max_steps: int | None) -> str:
-        cfg, pr, W = self.cfg, self.progress, self.dist.world_size
-        total = self.schedule.total_images
-        acc = torch.zeros(len(STAT_NAMES), device=self.device)
-        acc_steps, t_log, img_log = 0, time.perf_counter(), pr["images"]
-        feed: RealBatches | None = None
-        bar: tqdm | None = None
-        phase_idx = -1
+        """Step by step to the end of the schedule; after each step, whatever it ends (a record,
+        a tick, a phase, a metric point, a checkpoint: :meth:`_due`, :meth:`_on_record`), then
+        the stop vote and the ``max_steps`` pause."""
+        pr, total = self.progress, self.schedule.total_images
+        self._begin(log)
         steps_here = 0
-        vote = StopVote(self.dist)
-        if pr["images"] == 0:
-            log.record("event", 0, event="start", config=cfg.to_dict(), world_size=W)
-        else:
-            log.record("event", pr["images"], event="resume", step=pr["step"], world_size=W)
         try:
             while pr["images"] < total:
                 pos = self.schedule.at(pr["images"])
-                res, B = pos.phase.res, cfg.batch[pos.phase.res]  # B: per rank
-                if pos.phase.index != phase_idx:  # phase start (or resume inside a phase)
-                    phase_idx = pos.phase.index
-                    feed = RealBatches(self.data.levels[res], B, cfg.seed, pr["step"], self.device, cfg.workers,
-                                       rank=self.dist.rank, world_size=W)
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(
-                        total=pos.phase.end - pos.phase.start, initial=pr["images"] - pos.phase.start,
-                        desc=f"{res}px", unit="img", unit_scale=True, leave=False,
-                        disable=not (cfg.progress and self.dist.is_main),
-                    )
-                if list(pos.segment) != list(pr["segment"]):  # level of detail changed
-                    reset_adam(self.opt_g)
-                    reset_adam(self.opt_d)
-                    pr["segment"] = list(pos.segment)
-                fade: Fade = 1.0 if pos.stable else self.fade_t.fill_(pos.fade)
-
-                x, flip = next(feed)
-                real = prepare_reals(x, flip, fade, cfg.mirror)
-                z_d = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
-                alpha = torch.rand(B, 1, 1, 1, device=self.device, generator=self.gen)
-                z_g = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
-                first_compile = cfg.compile and (res, pos.stable) not in self._compiled_segments
-                t_compile = time.perf_counter()
-                stats = self.steps.d_step(real, z_d, alpha, res, fade, pr["step"])
-                g_loss = self.steps.g_step(z_g, res, fade)
-                if first_compile:  # this step traced and compiled new graphs: report the time
-                    self._compiled_segments.add((res, pos.stable))
-                    g_loss.item()  # one sync per compiled segment, so the time is real
-                    secs = time.perf_counter() - t_compile
-                    kind = "stable" if pos.stable else "fade"
-                    log.record("event", pr["images"], event="compile", res=res, phase=kind,
-                               seconds=round(secs, 2))
-                    self.echo(f"compiled the {res}px {kind} step in {secs:.1f}s")
-                ema_update(self.G_ema, self.G, cfg.ema_beta)
-                acc += torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss])
-                acc_steps += 1
-                pr["images"] += B * W
-                pr["step"] += 1
+                self._enter(pos)
+                self._train_step(log, pos)
                 steps_here += 1
-                bar.update(min(B * W, pos.phase.end - pos.phase.start - bar.n))
-
-                now = self.schedule.at(pr["images"])
-                phase_end = pr["images"] >= total or now.phase.index != pos.phase.index
-                tick = pr["images"] >= pr["next_tick"]
-                metric = cfg.metric_every > 0 and (phase_end or pr["images"] >= pr["next_metric"])
-                if pr["images"] >= pr["next_log"] or tick or phase_end or metric:
-                    t = time.perf_counter()
-                    means = self.dist.mean_(acc / acc_steps).tolist()  # the one host sync per record
-                    speed = (pr["images"] - img_log) / max(t - t_log, 1e-9)
-                    vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
-                    log.record("log", pr["images"], res=res, fade=round(pos.fade, 4), batch=B * W,
-                               img_per_s=round(speed, 2), **vals)
-                    bar.set_postfix_str(
-                        f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
-                    )
-                    if not all(math.isfinite(v) for v in means):
-                        self.echo(f"warning: non-finite losses at {pr['images'] / 1000:.1f} kimg: {vals}")
-                    acc.zero_()
-                    acc_steps, t_log, img_log = 0, t, pr["images"]
-                    step_log = round(cfg.log_kimg * 1000)
-                    pr["next_log"] = (pr["images"] // step_log + 1) * step_log
-                    if (tick or phase_end) and self.dist.is_main:
-                        grid = self.write_grid(log, pos)
-                        kind = "phase_end" if phase_end else "tick"
-                        log.record(kind, pr["images"], res=res, fade=round(pos.fade, 4), grid=grid.name)
-                        self.echo(
-                            f"{kind} {pr['images'] / 1000:.1f} kimg  {res}px fade {pos.fade:.2f}  "
-                            f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}"
-                        )
-                    if tick:
-                        step_tick = round(cfg.tick_kimg * 1000)
-                        pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick
-                        pr["ticks"] += 1
-                    if metric:  # the schedule advances on every rank, whoever evaluates
-                        if self.dist.is_main:  # the other ranks wait in the next collective
-                            self._evaluate(log, pos)
-                        step_metric = round(cfg.metric_every * 1000)
-                        pr["next_metric"] = (pr["images"] // step_metric + 1) * step_metric
-                        t_log = time.perf_counter()  # the next speed is training's, not evaluation's
-                    if phase_end or (tick and pr["ticks"] % cfg.ckpt_ticks == 0):
-                        path = self.save()
-                        if phase_end:
-                            self.echo(f"checkpoint {path}")
+                due = self._due(pos)
+                if due.record:
+                    self._on_record(log, pos, due)
                 # A signal on any rank stops every rank after the same step (one step later
                 # when there are several ranks: the vote is reduced in the background).
-                stop = vote(self._stop or 0)
+                stop = self._vote(self._stop or 0)
                 if stop:
-                    self._stop = stop
-                    path = self.save()
-                    name = signal.Signals(self._stop).name
-                    log.record("event", pr["images"], event=f"stopped by {name}", checkpoint=path.name)
-                    self.echo(f"stopped by {name}: checkpoint {path}")
-                    return "interrupted"
+                    return self._on_stop(log, stop)
                 if max_steps is not None and steps_here >= max_steps and pr["images"] < total:
-                    path = self.save()
-                    log.record("event", pr["images"], event="paused", checkpoint=path.name)
-                    return "paused"
+                    return self._on_pause(log)
         finally:
-            vote.settle()  # every rank issued it: it completes
-            if bar is not None:
-                bar.close()
+            self._vote.settle()  # every rank issued it: it completes
+            if self._bar is not None:
+                self._bar.close()
         log.record("event", pr["images"], event="done")
         return "done"
+
+    # --- one step and what it ends -------------------------------------------------------
+    def _begin(self, log: RunLog) -> None:
+        """Start (or resume) a run: fresh running statistics and stop vote, a start/resume record."""
+        pr, W = self.progress, self.dist.world_size
+        self._acc = torch.zeros(len(STAT_NAMES), device=self.device)  # summed STAT_NAMES since the last record
+        self._acc_steps, self._t_log, self._img_log = 0, time.perf_counter(), pr["images"]
+        self._feed: RealBatches | None = None
+        self._bar: tqdm | None = None
+        self._phase_idx = -1
+        self._vote = StopVote(self.dist)
+        if pr["images"] == 0:
+            log.record("event", 0, event="start", config=self.cfg.to_dict(), world_size=W)
+        else:
+            log.record("event", pr["images"], event="resume", step=pr["step"], world_size=W)
+
+    def _enter(self, pos: Position) -> None:
+        """Before a step at ``pos``: a new phase (or a resume inside one) gets its real-batch feed
+        and progress bar; a new level of detail (start or end of a fade) resets Adam."""
+        cfg, pr = self.cfg, self.progress
+        if pos.phase.index != self._phase_idx:
+            self._phase_idx = pos.phase.index
+            res = pos.phase.res
+            self._feed = RealBatches(self.data.levels[res], cfg.batch[res], cfg.seed, pr["step"], self.device,
+                                     cfg.workers, rank=self.dist.rank, world_size=self.dist.world_size)
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(
+                total=pos.phase.end - pos.phase.start, initial=pr["images"] - pos.phase.start,
+                desc=f"{res}px", unit="img", unit_scale=True, leave=False,
+                disable=not (cfg.progress and self.dist.is_main),
+            )
+        if list(pos.segment) != list(pr["segment"]):
+            reset_adam(self.opt_g)
+            reset_adam(self.opt_d)
+            pr["segment"] = list(pos.segment)
+
+    def _train_step(self, log: RunLog, pos: Position) -> None:
+        """One D step, one G step and one EMA update at ``pos``; adds the losses to the running
+        statistics (no host sync, except once per newly compiled segment) and counts the images."""
+        cfg, pr, W = self.cfg, self.progress, self.dist.world_size
+        res, B = pos.phase.res, cfg.batch[pos.phase.res]  # B: per rank
+        fade: Fade = 1.0 if pos.stable else self.fade_t.fill_(pos.fade)
+        x, flip = next(self._feed)
+        real = prepare_reals(x, flip, fade, cfg.mirror)
+        z_d = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
+        alpha = torch.rand(B, 1, 1, 1, device=self.device, generator=self.gen)
+        z_g = torch.randn(B, cfg.latent_dim, device=self.device, generator=self.gen)
+        first_compile = cfg.compile and (res, pos.stable) not in self._compiled_segments
+        t_compile = time.perf_counter()
+        stats = self.steps.d_step(real, z_d, alpha, res, fade, pr["step"])
+        g_loss = self.steps.g_step(z_g, res, fade)
+        if first_compile:  # this step traced and compiled new graphs: report the time
+            self._compiled_segments.add((res, pos.stable))
+            g_loss.item()  # one sync per compiled segment, so the time is real
+            secs = time.perf_counter() - t_compile
+            kind = "stable" if pos.stable else "fade"
+            log.record("event", pr["images"], event="compile", res=res, phase=kind, seconds=round(secs, 2))
+            self.echo(f"compiled the {res}px {kind} step in {secs:.1f}s")
+        ema_update(self.G_ema, self.G, cfg.ema_beta)
+        self._acc += torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss])
+        self._acc_steps += 1
+        pr["images"] += B * W
+        pr["step"] += 1
+        self._bar.update(min(B * W, pos.phase.end - pos.phase.start - self._bar.n))
+
+    def _due(self, pos: Position) -> Due:
+        """What the step just taken at ``pos`` ends: a log record, a tick, the phase, a metric point."""
+        cfg, pr = self.cfg, self.progress
+        phase_end = pr["images"] >= self.schedule.total_images or (
+            self.schedule.at(pr["images"]).phase.index != pos.phase.index
+        )
+        return Due(
+            log=pr["images"] >= pr["next_log"],
+            tick=pr["images"] >= pr["next_tick"],
+            phase_end=phase_end,
+            metric=cfg.metric_every > 0 and (phase_end or pr["images"] >= pr["next_metric"]),
+        )
+
+    def _on_record(self, log: RunLog, pos: Position, due: Due) -> None:
+        """Everything a record point does, in order: the scalar record, then the tick (grid,
+        console line), the metric point and the checkpoint that are due."""
+        vals, speed = self._log_stats(log, pos)
+        if due.tick or due.phase_end:
+            self._on_tick(log, pos, due, vals, speed)
+        if due.metric:
+            self._on_metric(log, pos)
+        if due.phase_end or (due.tick and self.progress["ticks"] % self.cfg.ckpt_ticks == 0):
+            self._on_checkpoint(due.phase_end)
+
+    def _log_stats(self, log: RunLog, pos: Position) -> tuple[dict[str, float], float]:
+        """Write a ``log`` record of the running statistics' means over every rank since the last
+        record and restart them. Returns those means (rounded) and the images per second."""
+        cfg, pr = self.cfg, self.progress
+        t = time.perf_counter()
+        means = self.dist.mean_(self._acc / self._acc_steps).tolist()  # the one host sync per record
+        speed = (pr["images"] - self._img_log) / max(t - self._t_log, 1e-9)
+        vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
+        log.record("log", pr["images"], res=pos.phase.res, fade=round(pos.fade, 4),
+                   batch=cfg.batch[pos.phase.res] * self.dist.world_size, img_per_s=round(speed, 2), **vals)
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
+            )
+        if not all(math.isfinite(v) for v in means):
+            self.echo(f"warning: non-finite losses at {pr['images'] / 1000:.1f} kimg: {vals}")
+        self._acc.zero_()
+        self._acc_steps, self._t_log, self._img_log = 0, t, pr["images"]
+        step_log = round(cfg.log_kimg * 1000)
+        pr["next_log"] = (pr["images"] // step_log + 1) * step_log
+        return vals, speed
+
+    def _on_tick(self, log: RunLog, pos: Position, due: Due, vals: dict[str, float], speed: float) -> None:
+        """A tick or a phase end: a sample grid, a ``tick``/``phase_end`` record and a console line
+        (rank 0); a tick also moves the tick counters on (every rank)."""
+        pr = self.progress
+        if self.dist.is_main:
+            grid = self.write_grid(log, pos)
+            kind = "phase_end" if due.phase_end else "tick"
+            log.record(kind, pr["images"], res=pos.phase.res, fade=round(pos.fade, 4), grid=grid.name)
+            self.echo(
+                f"{kind} {pr['images'] / 1000:.1f} kimg  {pos.phase.res}px fade {pos.fade:.2f}  "
+                f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}"
+            )
+        if due.tick:
+            step_tick = round(self.cfg.tick_kimg * 1000)
+            pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick
+            pr["ticks"] += 1
+
+    def _on_metric(self, log: RunLog, pos: Position) -> None:
+        """A metric point: rank 0 measures ``G_ema`` (the other ranks wait in the next
+        collective); the metric schedule advances on every rank."""
+        pr = self.progress
+        if self.dist.is_main:
+            self._evaluate(log, pos)
+        step_metric = round(self.cfg.metric_every * 1000)
+        pr["next_metric"] = (pr["images"] // step_metric + 1) * step_metric
+        self._t_log = time.perf_counter()  # the next speed is training's, not evaluation's
+
+    def _on_checkpoint(self, phase_end: bool) -> Path:
+        """A checkpoint at a tick or phase end (named on the console at phase ends)."""
+        path = self.save()
+        if phase_end:
+            self.echo(f"checkpoint {path}")
+        return path
+
+    def _on_stop(self, log: RunLog, signum: int) -> str:
+        """Stopped by signal ``signum`` (on any rank): checkpoint, record, ``"interrupted"``."""
+        self._stop = signum
+        path = self.save()
+        name = signal.Signals(signum).name
+        log.record("event", self.progress["images"], event=f"stopped by {name}", checkpoint=path.name)
+        self.echo(f"stopped by {name}: checkpoint {path}")
+        return "interrupted"
+
+    def _on_pause(self, log: RunLog) -> str:
+        """``max_steps`` reached before the end: checkpoint, record, ``"paused"``."""
+        path = self.save()
+        log.record("event", self.progress["images"], event="paused", checkpoint=path.name)
+        return "paused"

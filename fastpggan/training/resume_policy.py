@@ -125,7 +125,7 @@ def _same_place(a: Position, b: Position) -> bool:
     return (a.phase.index, a.stable, a.fade) == (b.phase.index, b.stable, b.fade)
 
 
-def _show(v: Any) -> str:
+def show_value(v: Any) -> str:
     if isinstance(v, dict):
         return ",".join(f"{k}:{x}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
@@ -159,7 +159,7 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
         if was == value or (rule.applies is not None and not rule.applies(mine)):
             continue
         if rule.kind == FIXED:
-            refused.append(f"{flag_name(name)} {_show(value)} (checkpoint: {_show(was)}): {rule.why}")
+            refused.append(f"{flag_name(name)} {show_value(value)} (checkpoint: {show_value(was)}): {rule.why}")
         else:
             changes[name] = [was, value]
             schedule_moved |= rule.kind == SCHEDULE
@@ -172,7 +172,7 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
         then = schedule_of(TrainConfig.from_dict(old))
         now = schedule_of(new)
         a, b = then.at(images), now.at(images)
-        what = ", ".join(f"{flag_name(k)} {_show(v[0])} -> {_show(v[1])}" for k, v in changes.items()
+        what = ", ".join(f"{flag_name(k)} {show_value(v[0])} -> {show_value(v[1])}" for k, v in changes.items()
                          if RESUME_POLICY[k].kind == SCHEDULE)
         if images >= now.total_images:
             raise ResumeRefused(

@@ -1,0 +1,84 @@
+"""Command-line pieces the commands share: the usage error and the flag checks.
+
+Every command (``train``, ``generate``, ``evaluate``) checks its flags before it writes or
+computes anything and reports a bad one as a :class:`UsageError`: one line, exit code 2
+(:mod:`fastpggan.__main__`). This module sits below the commands and imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastpggan.metrics.evaluate import METRICS
+from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
+from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as one line, exit code 2."""
+
+
+def check_positive(name: str, value: float, zero_ok: bool = False) -> None:
+    """``UsageError`` unless ``value > 0`` (``>= 0`` with ``zero_ok``); ``name`` is the flag."""
+    if not (value >= 0 if zero_ok else value > 0):
+        raise UsageError(f"{name} must be {'>= 0' if zero_ok else 'positive'}, got {value}")
+
+
+def check_writable(out: Path) -> None:
+    """``UsageError`` unless ``out`` is (or can be created as) a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(out)!r} is not writable (no write permission on {str(probe)!r})")
+
+
+def resolve_device(flag: str) -> str:
+    """``--device auto|cpu|cuda`` -> ``"cpu"`` or ``"cuda"``: auto picks cuda when available;
+    ``UsageError`` when cuda is asked for and there is none."""
+    if flag == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    if flag == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return flag
+
+
+# --- metric flags (``train --metric``, ``evaluate --metric``) ---------------------------------
+def parse_metrics(spec: str) -> tuple[str, ...]:
+    """``"swd,fid"`` -> ``("swd", "fid")``; ``ValueError`` (one line) on an unknown or no name."""
+    names = tuple(dict.fromkeys(s.strip().lower() for s in spec.split(",") if s.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"--metric must be a comma-separated subset of {','.join(METRICS)}, got {spec!r}")
+    return names
+
+
+def fidelity_installed() -> bool:
+    """Whether torch-fidelity (FID's Inception network, the ``fid`` extra) can be imported."""
+    return importlib.util.find_spec("torch_fidelity") is not None
+
+
+def check_metric_setup(metrics: Sequence[str], inception_weights: str | None) -> None:
+    """``ValueError`` (one line) when FID is asked for but cannot run: torch-fidelity missing,
+    or the Inception weights neither at ``inception_weights``, cached, nor downloadable."""
+    if "fid" not in metrics:
+        return
+    if not fidelity_installed():
+        raise ValueError("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
+    try:
+        resolve_inception_weights(inception_weights)
+    except InceptionWeightsError as e:
+        raise ValueError(str(e)) from None
+
+
+def check_swd_resolution(metrics: Sequence[str], res: int, what: str) -> None:
+    """``ValueError`` when SWD is asked for at a resolution below its 16 px minimum."""
+    if "swd" in metrics and res < SWD_MIN_RESOLUTION:
+        raise ValueError(f"SWD needs images of at least {SWD_MIN_RESOLUTION}px; {what} is at {res}px")

@@ -1,0 +1,116 @@
+"""The training loop's events one at a time: what a step ends (:class:`Due`), the scalar record,
+a tick, the checkpoint cadence, a stop. Whole runs are in test_train.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+from test_train import tiny_config
+
+from fastpggan.data import load_data, open_source
+from fastpggan.training import Trainer, list_checkpoints
+from fastpggan.training.loop import Due
+from fastpggan.training.runlog import RunLog
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(open_source(None, 16), 16)
+
+
+@pytest.fixture
+def trainer(tmp_path, data):
+    # tiny_config: batch 8; 4px = 32 images (stable only), 8px and 16px = 32 fade + 32 stable;
+    # a record every 20 images, a tick every 50.
+    t = Trainer(tiny_config(tmp_path, ckpt_ticks=2), data)
+    t.out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(t.out, tensorboard=False)
+    t._begin(log)
+    yield t, log
+    log.close()
+
+
+def records(t: Trainer, kind: str) -> list[dict]:
+    lines = (t.out / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def due_after_step(t: Trainer, images_before: int, **progress) -> Due:
+    """Set the counters as after one step of 8 images from ``images_before``; what is due?"""
+    t.progress.update(images=images_before + 8, **progress)
+    return t._due(t.schedule.at(images_before))
+
+
+def test_due_names_what_a_step_ends(trainer) -> None:
+    t, _ = trainer
+    assert due_after_step(t, 0) == Due(log=False, tick=False, phase_end=False, metric=False)
+    assert not Due(False, False, False, False).record
+    assert due_after_step(t, 16) == Due(log=True, tick=False, phase_end=False, metric=False)  # 24 >= 20
+    assert due_after_step(t, 24, next_log=40) == Due(log=False, tick=False, phase_end=True, metric=False)
+    assert due_after_step(t, 48, next_log=60) == Due(log=False, tick=True, phase_end=False, metric=False)
+    last = t.schedule.total_images - 8
+    assert due_after_step(t, last, next_log=10**9, next_tick=10**9).phase_end  # the run's end
+    # A metric point at every metric_every images and at each phase end, only when metrics are on.
+    t.cfg.metric_every = 0.04
+    t.progress["next_metric"] = 40
+    assert due_after_step(t, 24, next_log=60).metric  # phase end
+    assert due_after_step(t, 32, next_log=60).metric  # 40 images
+    assert not due_after_step(t, 8, next_log=60).metric
+    assert all(Due(**{k: k == name for k in ("log", "tick", "phase_end", "metric")}).record
+               for name in ("log", "tick", "phase_end", "metric"))
+
+
+def test_a_record_writes_the_means_and_restarts_the_statistics(trainer) -> None:
+    t, log = trainer
+    t.progress.update(images=24, step=3)
+    t._acc += torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    t._acc += torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])
+    t._acc_steps = 2
+    vals, speed = t._log_stats(log, t.schedule.at(16))
+    assert vals == {"d_loss": 2.0, "d_real": 2.0, "d_fake": 2.0, "gp": 2.0, "g_loss": 2.0} and speed > 0
+    (rec,) = records(t, "log")
+    assert rec["kimg"] == 0.024 and rec["res"] == 4 and rec["batch"] == 8 and rec["d_loss"] == 2.0
+    assert t._acc.eq(0).all() and t._acc_steps == 0 and t._img_log == 24
+    assert t.progress["next_log"] == 40  # the next multiple of log_kimg
+
+
+def test_a_tick_writes_a_grid_and_moves_the_tick_counters(trainer) -> None:
+    t, log = trainer
+    t.progress.update(images=56)
+    vals = dict.fromkeys(("d_loss", "d_real", "d_fake", "gp", "g_loss"), 0.5)
+    t._on_tick(log, t.schedule.at(48), Due(log=True, tick=True, phase_end=False, metric=False), vals, 10.0)
+    (rec,) = records(t, "tick")
+    assert (t.out / rec["grid"]).is_file() and rec["grid"].startswith("grid-8px-")
+    assert t.progress["ticks"] == 1 and t.progress["next_tick"] == 100
+    # A phase end that is not a tick: a grid and a record, but the tick counters stay.
+    t._on_tick(log, t.schedule.at(48), Due(log=False, tick=False, phase_end=True, metric=False), vals, 10.0)
+    assert len(records(t, "phase_end")) == 1 and t.progress["ticks"] == 1
+
+
+def test_checkpoints_at_every_ckpt_ticks_th_tick_and_every_phase_end(trainer, monkeypatch) -> None:
+    t, log = trainer
+    saved = []
+    monkeypatch.setattr(t, "_log_stats", lambda log, pos: (dict.fromkeys(("d_loss", "gp", "g_loss"), 0.0), 1.0))
+    monkeypatch.setattr(t, "_on_checkpoint", lambda phase_end: saved.append((t.progress["ticks"], phase_end)))
+    pos = t.schedule.at(0)
+    tick = Due(log=True, tick=True, phase_end=False, metric=False)
+    for _ in range(4):  # ckpt_ticks=2: after ticks 2 and 4
+        t._on_record(log, pos, tick)
+    t._on_record(log, pos, Due(log=False, tick=False, phase_end=True, metric=False))
+    t._on_record(log, pos, Due(log=True, tick=False, phase_end=False, metric=False))  # a record alone
+    assert saved == [(2, False), (4, False), (4, True)]
+
+
+def test_a_stop_writes_a_checkpoint_and_a_record(trainer) -> None:
+    t, log = trainer
+    t.progress.update(images=16, step=2)
+    assert t._on_stop(log, signal.SIGTERM) == "interrupted"
+    assert t.stopped_by == signal.SIGTERM
+    (ckpt,) = list_checkpoints(t.out)
+    (rec,) = [r for r in records(t, "event") if r["event"] == "stopped by SIGTERM"]
+    assert rec["checkpoint"] == ckpt.name and rec["kimg"] == 0.016
