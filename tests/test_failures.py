@@ -111,7 +111,7 @@ def test_shorter_schedule_than_the_run_has_seen_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("flag, value", [
     ("--lr", "nan"), ("--lr", "inf"), ("--kimg-per-phase", "inf"), ("--kimg-per-phase", "nan"),
     ("--final-kimg", "1e999"), ("--ema-beta", "nan"), ("--tick-kimg", "1e-9"), ("--log-kimg", "0"),
-    ("--metric-every", "1e-7"), ("--seed", str(2**70)), ("--grid", "100000"), ("--latent-dim", str(10**12)),
+    ("--metric-every", "nan"), ("--metric-every", "-1"), ("--seed", str(2**70)), ("--grid", "100000"), ("--latent-dim", str(10**12)),
     ("--num-faces", str(10**12)), ("--batch", "99999999"), ("--keep-ckpts", "0"),
 ])
 def test_numbers_that_cannot_train_exit_2_before_any_write(tmp_path, capsys, flag, value):
@@ -201,7 +201,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def test_generate_many_samples_writes_several_sheets(ckpt, tmp_path, capsys, monkeypatch):
-    import fastpggan.sheets as sheets
+    import fastpggan.sampling as sheets
     from PIL import Image
 
     monkeypatch.setattr(sheets, "MAX_SHEET_SIDE", 256)  # 4 x 4 cells of 64 px per sheet
@@ -218,7 +218,7 @@ def test_generate_many_samples_writes_several_sheets(ckpt, tmp_path, capsys, mon
 
 
 def test_generate_walk_too_large_is_refused_with_the_limit(ckpt, tmp_path, capsys, monkeypatch):
-    import fastpggan.sheets as sheets
+    import fastpggan.sampling as sheets
 
     monkeypatch.setattr(sheets, "MAX_GIF_BYTES", 1 << 20)
     out = tmp_path / "w.gif"
@@ -232,3 +232,21 @@ def test_generate_numbers_are_checked(ckpt, tmp_path, capsys, argv):
     assert main(["generate", "--ckpt", str(ckpt), "--out", str(tmp_path / "x.gif" if "--interpolate" in argv
                  else tmp_path / "x.png"), *argv]) == 2
     assert argv[0] in capsys.readouterr().err
+
+
+# --- printable paths ----------------------------------------------------------------------------
+def test_paths_that_are_not_text_print_on_a_strict_terminal(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(data / f"ok{i}.png")
+    with open(os.fsencode(str(data)) + b"/bad-\xff.png", "wb") as f:
+        f.write(b"not an image")
+    out = os.fsencode(str(tmp_path)) + b"/run-\xfe"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *RUN8[1:], "--data", str(data), "--out", os.fsdecode(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bad-\\xff.png" in r.stdout and "run-\\xfe" in r.stdout

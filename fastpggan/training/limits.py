@@ -7,7 +7,7 @@ the combinations that would make the loop divide by zero or overflow:
 
 - an interval in kimg (``tick_kimg``, ``log_kimg``, a non-zero ``metric_every``) must be at
   least one image (0.001 kimg): the loop steps its counters by whole images;
-- ``grid`` samples fit one sheet at the final resolution (:mod:`fastpggan.sheets`: 8 x 8 at
+- ``grid`` samples fit one sheet at the final resolution (:mod:`fastpggan.sampling`: 8 x 8 at
   1024 px, 32 x 32 at 256 px), so a training grid stays a bounded image;
 - ``seed`` fits 32 bits: per-rank and resumed generators are seeded with ``seed * 1000003 +
   step``, which must stay within the 64 bits a generator seed holds.
@@ -17,36 +17,13 @@ Fields this table does not list are not numeric or have their own checks (``reso
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
-from fastpggan.sheets import MAX_SHEET_SIDE, cells_per_side
+from fastpggan.flags import Limit, check_number
+from fastpggan.sampling import MAX_SHEET_SIDE, cells_per_side
 from fastpggan.training.resume_policy import flag_name
 
 BIG_KIMG = 1e7  # ten billion images: more than any run, small enough that counts stay exact
-
-
-@dataclass(frozen=True)
-class Limit:
-    """``lo <= value <= hi`` (``lo < value`` when ``lo_open``, ``value < hi`` when
-    ``hi_open``); ``integer``: a whole number."""
-
-    lo: float
-    hi: float
-    integer: bool = False
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def text(self) -> str:
-        left = "(" if self.lo_open else "["
-        right = ")" if self.hi_open else "]"
-        kind = "an integer" if self.integer else "a finite number"
-        return f"{kind} in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 _KIMG = Limit(0.0, BIG_KIMG, lo_open=True)
@@ -82,18 +59,6 @@ LIMITS: dict[str, Limit] = {
     "metric_n": Limit(2, 1_000_000, integer=True),
     "diversity_threshold": Limit(-1e9, 1e9),
 }
-
-
-def check_number(flag: str, value: Any, limit: Limit) -> None:
-    """``ValueError`` (one line naming ``flag``) unless ``value`` is within ``limit``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and limit.integer:
-        ok = isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
-    if ok:
-        ok = math.isfinite(value) and (value > limit.lo if limit.lo_open else value >= limit.lo)
-        ok = ok and (value < limit.hi if limit.hi_open else value <= limit.hi)
-    if not ok:
-        raise ValueError(f"{flag} must be {limit.text()}, got {value!r}")
 
 
 def check_config_numbers(cfg: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastpggan.sheets import MAX_SHEET_SIDE, Canvas, cells_per_side, latents, layout, sheet_paths
+from fastpggan.sampling import MAX_SHEET_SIDE, Canvas, cells_per_side, latents, layout, sheet_paths
 
 
 def test_layout_is_near_square_until_a_sheet_is_full():
