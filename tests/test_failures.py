@@ -89,10 +89,14 @@ def test_resume_applies_allowed_changes_records_them_and_refuses_the_rest(tmp_pa
     assert len(err) == 1 and "--seed 5 (checkpoint: 0)" in err[0] and "another --out" in err[0]
     assert (out / "log.jsonl").read_text() == log_before
     # allowed: the learning rate really changes in both optimizers, and is recorded
-    assert main([*RUN8, "--out", str(out), "--lr", "0.004", "--final-kimg", "0.016", "--resume", "auto"]) == 0
+    assert main([*RUN8, "--out", str(out), "--lr", "0.004", "--final-kimg", "0.016", "--tick-kimg", "0.008",
+                 "--resume", "auto"]) == 0
     ev = _events(out, "resume")[-1]
     assert ev["changed"]["lr"] == [0.001, 0.004] and ev["changed"]["final_kimg"] == [0.0, 0.016]
-    assert set(ev["changed"]) == {"lr", "final_kimg"}
+    assert ev["changed"]["tick_kimg"] == [50.0, 0.008] and set(ev["changed"]) == {"lr", "final_kimg", "tick_kimg"}
+    # the new tick interval counts from where the run was (a tick at 32 images, not at 50 kimg)
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in recs if r["kind"] == "tick"] == [0.032]
     state = load_checkpoint(list_checkpoints(out)[-1])
     assert state["progress"]["images"] == 40
     for opt in ("opt_g", "opt_d"):
