@@ -250,3 +250,19 @@ def test_undecodable_names_print_on_a_strict_terminal(tmp_path, monkeypatch):
                            capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
         assert "caf\\xe9-\\xff.png" in r.stdout and "skipped 3 files" in r.stdout
+
+
+def test_disk_full_while_caching_leaves_nothing_partial(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from fastpggan.atomic import DiskFullError
+
+    def full(fd, offset, length):  # the OS: no room for the cache's arrays
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DiskFullError, match="disk full: could not write the image cache") as e:
+        load_data(open_source(None, 8), 8, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(e.value) and str(tmp_path / "cache") in str(e.value)
+    assert list((tmp_path / "cache").iterdir()) == []

@@ -254,3 +254,15 @@ def test_paths_that_are_not_text_print_on_a_strict_terminal(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "bad-\\xff.png" in r.stdout and "run-\\xfe" in r.stdout
+
+
+def test_disk_full_while_caching_the_data_exits_1_and_leaves_no_run(tmp_path, capsys, monkeypatch):
+    def full(fd, offset, length):  # the OS: no room for the image cache
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full: could not write the image cache" in err[0]
+    assert not out.exists()

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastpggan.atomic import HOST, clean_temp_files, is_disk_full
+from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
 from fastpggan.console import printable
 from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
@@ -341,8 +341,9 @@ def load_data(
 ) -> ImageData:
     """Decode ``source`` once at ``resolution`` into per-resolution arrays (see module doc).
 
-    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes, or
-    (one line) when the disk is full while the cache is written; nothing partial is left.
+    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes;
+    :class:`fastpggan.atomic.DiskFullError` when the disk fills up while the cache is written
+    (nothing partial is left).
     """
     key = source.fingerprint(resolution)
     final = Path(cache_dir) / key if cache_dir is not None else None
@@ -358,11 +359,8 @@ def load_data(
         if not is_disk_full(e):
             raise
         need = sum(len(source) * r * r * 3 for r in _levels(resolution))
-        where = printable(str(final.parent)) if final is not None else "memory"
-        raise DataError(
-            f"disk full: the image cache needs {need / 2**20:.0f} MiB in {where}; free space or "
-            "choose another --cache-dir (nothing partial was left)"
-        ) from None
+        raise DiskFullError(final if final is not None else Path(key),
+                            f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
     if final is not None:
         gone = _remove_superseded(source, resolution, final)
         if gone:
@@ -383,23 +381,23 @@ def _build(
 ) -> ImageData:
     n = len(source)
     tmp = None
-    if final is not None:
-        tmp = final.parent / f".{final.name}.tmp-{HOST}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        arrays = {}
-        for r in _levels(resolution):
-            arrays[r] = np.lib.format.open_memmap(tmp / f"res{r}.npy", "w+", np.uint8, (n, r, r, 3))
-            _preallocate(tmp / f"res{r}.npy")
-    else:
-        arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
-    loader = torch.utils.data.DataLoader(
-        _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
-    )
-    good = small = 0
-    skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
-    examples: list[tuple[str, str]] = [(printable(nm), r) for nm, r in source.broken[:3]]
     try:
+        if final is not None:
+            tmp = final.parent / f".{final.name}.tmp-{HOST}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            arrays = {}
+            for r in _levels(resolution):
+                arrays[r] = np.lib.format.open_memmap(tmp / f"res{r}.npy", "w+", np.uint8, (n, r, r, 3))
+                _preallocate(tmp / f"res{r}.npy")
+        else:
+            arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
+        loader = torch.utils.data.DataLoader(
+            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
+        )
+        good = small = 0
+        skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
+        examples: list[tuple[str, str]] = [(printable(nm), r) for nm, r in source.broken[:3]]
         for done, (i, a, is_small, err) in enumerate(loader, 1):
             if a is None:
                 skipped += 1

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from fastpggan.atomic import clean_temp_files, write_text_atomic
+from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
 from fastpggan.console import printable
 from fastpggan.data import DataError, load_data, open_source
 from fastpggan.flags import (
@@ -296,7 +296,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
         except DataError as e:
             raise UsageError(str(e)) from None
-    except UsageError:
+    except (UsageError, DiskFullError):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
                 if p.name != ".lock":
