@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -26,6 +28,8 @@ from fastpggan.ops import dispatch
 
 from fastpggan import Discriminator, Generator
 from fastpggan.loss import g_loss_wgan, gradient_penalty
+
+STATE = "weights, grads, Adam, G_ema"
 
 
 class SavedBytes:
@@ -85,27 +89,40 @@ def _estimate(res, batch, impl, fmap_base, fmap_max, latent) -> dict[str, int]:
     weights = sum(p.numel() * p.element_size() for m in (G, D) for p in m.parameters())
     g_weights = sum(p.numel() * p.element_size() for p in G.parameters())
     # weights + gradients + two Adam moments for G and D, plus the G average
-    parts["weights, grads, Adam, G_ema"] = 4 * weights + g_weights
+    parts[STATE] = 4 * weights + g_weights
     return parts
+
+
+def estimated_peak(parts: dict[str, int]) -> int:
+    """The estimate of the peak: the largest pass plus the state (weights, grads, Adam, G_ema)."""
+    passes = {k: v for k, v in parts.items() if k != STATE}
+    return max(passes.values()) + parts[STATE]
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--res", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--fmap-base", type=int, default=8192)
+    p.add_argument("--fmap-max", type=int, default=512)
+    p.add_argument("--latent-dim", type=int, default=512)
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write {impl: {parts: {name: bytes}, estimated_peak: bytes}}")
     args = p.parse_args(argv)
     gib = 2.0**30
-    print(f"default model, {args.res}px, batch {args.batch}, fp32, estimated without a GPU "
+    print(f"{args.res}px, batch {args.batch}, fmap_base {args.fmap_base}, fmap_max "
+          f"{args.fmap_max}, latent {args.latent_dim}, fp32, estimated without a GPU "
           "(GiB saved for backward per pass)")
+    out = {}
     for impl in ("reference", "triton"):
-        parts = estimate(args.res, args.batch, impl)
-        state = parts.pop("weights, grads, Adam, G_ema")
+        parts = estimate(args.res, args.batch, impl, args.fmap_base, args.fmap_max, args.latent_dim)
+        out[impl] = {"parts": parts, "estimated_peak": estimated_peak(parts)}
         print(f"{impl}:")
         for name, nbytes in parts.items():
             print(f"  {name:42s} {nbytes / gib:6.2f} GiB")
-        print(f"  {'weights, grads, Adam, G_ema':42s} {state / gib:6.2f} GiB")
-        print(f"  {'estimated peak (largest pass + state)':42s} "
-              f"{(max(parts.values()) + state) / gib:6.2f} GiB")
+        print(f"  {'estimated peak (largest pass + state)':42s} {estimated_peak(parts) / gib:6.2f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,144 +1,255 @@
-"""Training throughput per resolution: eager reference against the fast path, same run.
+"""One training iteration, every fast variant side by side: images/s and peak memory.
 
-One training iteration is what the trainer does per step: a critic step with the gradient
-penalty, a generator step and the G average update, with the fade phase active (both the new
-block and the previous resolution's path run). Variants, same models, same batches:
+One iteration is what the trainer does per step: a critic step with the gradient penalty, a
+generator step and the G average update, with the fade active (the new block and the previous
+resolution's path both run). Same models (same seed), same resolution and batch, one variant at
+a time in this process, in this order (a time-out keeps the variants already measured):
 
-- ``reference``: ``impl="reference"``, eager;
-- ``fast``: ``impl="auto"`` (Triton on capable GPUs) under ``torch.compile``.
+- ``eager reference``: the pure-PyTorch ops, no compile (what runs where nothing else can);
+- ``eager fused``: ``impl="auto"`` (the Triton kernels on a GPU) without compile;
+- ``cudagraphs fused``: the Triton kernels under ``torch.compile(backend="cudagraphs")``: what a
+  GTX 1080 can run (no inductor there; that backend does not depend on the card's age);
+- ``compiled fused``: the Triton kernels under ``torch.compile`` with inductor: train.py's
+  default on recent GPUs;
+- ``compiled reference``: the reference ops under inductor;
+- then the fastest of those again with ``--precision bf16`` (autocast; penalty in fp32).
 
-    python -m bench.train_throughput [--device cuda] [--res 4,8,...,256] [--json FILE]
-    python -m bench.train_throughput --dry-run       # tiny model, CPU: the plumbing only
+    python -m bench.train_throughput [--res 256] [--batch 16] [--json FILE] [--variants LIST]
+    python -m bench.train_throughput --dry-run --device cpu --res 8 --batch 4 --fmap-base 32 ...
 
-With ``--json`` the results are rewritten after every row (a time-out keeps what was measured):
-``{"device", "config", "rows": [{"res", "batch", "reference_img_s", "fast_img_s", "ratio",
-"peak_mem_reference", "peak_mem_fast"}], "memory_256_b16": {"peak_bytes", "impl", "compiled"}}``.
-Peak memory is ``torch.cuda.max_memory_allocated`` over the timed iterations (``null`` on CPU).
+Peak memory is ``torch.cuda.max_memory_allocated`` from building the variant's models to its
+last timed iteration (weights, Adam state, compile-time allocations included), less what was
+allocated before it started (``baseline_bytes``: what earlier variants left; ``null`` on a
+CPU). With ``--json`` the file is rewritten after every variant: ``{"device", "res", "batch",
+"config", "dry_run", "variants": [{"name", "impl", "resolved_impl", "compile", "backend",
+"precision", "img_s", "iters", "warmup_s", "peak_bytes", "baseline_bytes"}]}``; a variant that
+raised has ``error`` (one line) instead of numbers, one this checkout cannot run at all
+``unavailable`` (why). ``--dry-run`` (CPU, CI): inductor is replaced by ``aot_eager``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import gc
+import inspect
 import json
+import math
 import time
+import traceback
 import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from fastpggan import Discriminator, Generator
-from fastpggan.training import DEFAULT_BATCH, TrainSteps, ema_update
+from fastpggan.ops import resolve_impl
+from fastpggan.training import TrainSteps, ema_update
 
 
-def build(target: int, args: argparse.Namespace, device: torch.device, impl: str, compile: bool):
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    impl: str  # "reference" | "auto"
+    compile: bool
+    backend: str = "inductor"  # torch.compile backend when compile is on
+    precision: str = "fp32"
+
+
+# Those that compile little first: a time-out should cost as few variants as possible.
+VARIANTS: tuple[Variant, ...] = (
+    Variant("eager reference", "reference", False),
+    Variant("eager fused", "auto", False),
+    Variant("cudagraphs fused", "auto", True, "cudagraphs"),
+    Variant("compiled fused", "auto", True),
+    Variant("compiled reference", "reference", True),
+)
+
+
+def make_steps(variant: Variant, target: int, args: argparse.Namespace, device: torch.device
+               ) -> tuple[TrainSteps, Generator]:
     """Models, optimizers and :class:`TrainSteps` of one variant (same seed: same weights)."""
     torch.manual_seed(0)
-    G = Generator(target, args.latent_dim, args.fmap_base, args.fmap_max, impl=impl).to(device)
-    D = Discriminator(target, args.fmap_base, args.fmap_max, impl=impl).to(device)
+    G = Generator(target, args.latent_dim, args.fmap_base, args.fmap_max, impl=variant.impl).to(device)
+    D = Discriminator(target, args.fmap_base, args.fmap_max, impl=variant.impl).to(device)
     G_ema = copy.deepcopy(G).requires_grad_(False)
     adam = dict(lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
-    return TrainSteps(G, D, opt_g, opt_d, compile=compile), G_ema
+    # inductor is TrainSteps' default; another backend needs its compile_backend keyword
+    backend = {"compile_backend": variant.backend} if variant.compile and variant.backend != "inductor" else {}
+    steps = TrainSteps(G, D, opt_g, opt_d, compile=variant.compile, precision=variant.precision,
+                       **backend)
+    return steps, G_ema
 
 
-def iterate(steps: TrainSteps, G_ema, res: int, batch: int, latent: int, device, fade) -> None:
-    """One training iteration at ``res`` on random reals (data loading is not timed)."""
-    real = torch.rand(batch, 3, res, res, device=device) * 2 - 1
-    z_d = torch.randn(batch, latent, device=device)
-    alpha = torch.rand(batch, 1, 1, 1, device=device)
-    z_g = torch.randn(batch, latent, device=device)
-    steps.d_step(real, z_d, alpha, res, fade)
-    steps.g_step(z_g, res, fade)
+class Batch:
+    """One batch of random reals and latents on the device, reused by every iteration (data
+    loading is not timed)."""
+
+    def __init__(self, res: int, batch: int, latent: int, device: torch.device) -> None:
+        g = torch.Generator(device).manual_seed(1)
+        self.real = torch.rand(batch, 3, res, res, device=device, generator=g) * 2 - 1
+        self.z_d = torch.randn(batch, latent, device=device, generator=g)
+        self.z_g = torch.randn(batch, latent, device=device, generator=g)
+        self.alpha = torch.rand(batch, 1, 1, 1, device=device, generator=g)
+        self.fade = torch.tensor(0.5, device=device)
+        self.res = res
+
+
+def iterate(steps: TrainSteps, G_ema: Generator, b: Batch) -> None:
+    """One training iteration at ``b.res``, fade active."""
+    steps.d_step(b.real, b.z_d, b.alpha, b.res, b.fade)
+    steps.g_step(b.z_g, b.res, b.fade)
     ema_update(G_ema, steps.G, 0.999)
 
 
-def measure(variant, res: int, batch: int, args, device) -> tuple[float, int | None]:
-    """Images per second over at least ``--min-time`` seconds, and the peak memory (CUDA)."""
-    steps, G_ema = variant
-    fade = torch.tensor(0.5, device=device)
-    cuda = device.type == "cuda"
-    for _ in range(args.warmup):  # compiles, autotunes, allocates
-        iterate(steps, G_ema, res, batch, args.latent_dim, device, fade)
-    if cuda:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def measure(variant: Variant, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Build ``variant``, warm it up (compiles), time it: img/s, iterations, peak memory."""
+    cuda = device.type == "cuda"
+    if cuda:  # what an earlier variant left allocated is not this one's
         torch.cuda.reset_peak_memory_stats(device)
-    iters, start = 0, time.perf_counter()
-    while iters < args.min_iters or time.perf_counter() - start < args.min_time:
-        iterate(steps, G_ema, res, batch, args.latent_dim, device, fade)
-        iters += 1
-        if cuda:
-            torch.cuda.synchronize(device)
+        baseline = torch.cuda.memory_allocated(device)
+    t0 = time.perf_counter()
+    steps, G_ema = make_steps(variant, max(8, args.res), args, device)
+    b = Batch(args.res, args.batch, args.latent_dim, device)
+    resolved = resolve_impl(variant.impl, b.real)
+    for _ in range(args.warmup):  # compiles, allocates the Adam state
+        iterate(steps, G_ema, b)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    # one synchronised iteration sizes the timed loop, which syncs only at its end (a sync
+    # per iteration would hide the overlap of host and device that training has)
+    t1 = time.perf_counter()
+    iterate(steps, G_ema, b)
+    _sync(device)
+    once = time.perf_counter() - t1
+    iters = max(args.min_iters, math.ceil(args.min_time / max(once, 1e-6)))
+    start = time.perf_counter()
+    for _ in range(iters):
+        iterate(steps, G_ema, b)
+    _sync(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if cuda else None
-    return batch * iters / seconds, peak
+    return dict(resolved_impl=resolved, img_s=args.batch * iters / seconds, iters=iters,
+                warmup_s=round(warmup_s, 2),
+                peak_bytes=torch.cuda.max_memory_allocated(device) - baseline if cuda else None,
+                baseline_bytes=baseline if cuda else None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def unavailable(variant: Variant) -> str | None:
+    """Why this checkout cannot run ``variant`` at all, or ``None``."""
+    if variant.compile and variant.backend != "inductor":
+        if "compile_backend" not in inspect.signature(TrainSteps).parameters:
+            return "TrainSteps has no compile_backend keyword in this checkout"
+    return None
+
+
+def release() -> None:
+    """Forget every compiled graph and free the memory of the variant just measured."""
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def inductor_as_aot_eager() -> Iterator[None]:
+    """Dry run on a CPU: ``torch.compile``'s inductor replaced by ``aot_eager`` (dynamo and AOT
+    autograd trace the same graphs; inductor's C++ code generation would take minutes)."""
+    real = torch.compile
+
+    def compile(model=None, *, backend="inductor", **kwargs):
+        return real(model, backend="aot_eager" if backend == "inductor" else backend, **kwargs)
+
+    torch.compile = compile
+    try:
+        yield
+    finally:
+        torch.compile = real
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--res", default="4,8,16,32,64,128,256", help="resolutions (default: %(default)s)")
-    p.add_argument("--batch", default=None, help="one batch size for all (default: the training schedule's)")
+    p.add_argument("--res", type=int, default=256, help="resolution (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=16, help="batch size (default: %(default)s)")
     p.add_argument("--fmap-base", type=int, default=8192)
     p.add_argument("--fmap-max", type=int, default=512)
     p.add_argument("--latent-dim", type=int, default=512)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations (default: %(default)s)")
     p.add_argument("--min-iters", type=int, default=5)
-    p.add_argument("--min-time", type=float, default=2.0, help="seconds timed per row (default: %(default)s)")
-    p.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="fast path without torch.compile (fused ops only)")
-    p.add_argument("--memory-batch", type=int, default=16, help="batch of the 256px memory check")
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds timed per variant (default: %(default)s)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated names to run (default: all, then bf16 of the fastest)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 variant")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--dry-run", action="store_true", help="tiny model, 1 timed iteration: plumbing only")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU plumbing check: compiled variants use aot_eager instead of inductor")
     args = p.parse_args(argv)
-    if args.dry_run:
-        args.fmap_base, args.fmap_max, args.latent_dim = 32, 8, 8
-        args.warmup, args.min_iters, args.min_time, args.memory_batch = 1, 1, 0.0, 2
+    names = [v.name for v in VARIANTS]
+    chosen = names if args.variants is None else [s.strip() for s in args.variants.split(",")]
+    if unknown := [n for n in chosen if n not in names]:
+        p.error(f"--variants takes names from {', '.join(names)}; got {unknown}")
+    args.variants = [v for v in VARIANTS if v.name in chosen]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     device = torch.device(args.device)
-    resolutions = [int(r) for r in args.res.split(",")]
-    batches = {r: (int(args.batch) if args.batch else DEFAULT_BATCH[r]) for r in resolutions}
-    if args.dry_run:
-        batches = {r: 4 for r in resolutions}
-    target = max(8, *resolutions)
     warnings.filterwarnings("ignore", message=".*impl='auto' runs the PyTorch reference.*")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result: dict[str, Any] = {
-        "device": name,
-        "config": {k: getattr(args, k) for k in ("fmap_base", "fmap_max", "latent_dim", "compile")},
-        "rows": [],
-        "memory_256_b16": None,
+        "device": name, "res": args.res, "batch": args.batch, "dry_run": args.dry_run,
+        "config": {k: getattr(args, k) for k in ("fmap_base", "fmap_max", "latent_dim")},
+        "variants": [],
     }
 
     def save() -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
 
-    reference = build(target, args, device, "reference", False)
-    fast = build(target, args, device, "auto", args.compile)
-    print(f"{name}: eager reference against fast path (impl auto, compile {args.compile})")
-    for res in resolutions:
-        ref_ips, ref_mem = measure(reference, res, batches[res], args, device)
-        fast_ips, fast_mem = measure(fast, res, batches[res], args, device)
-        row = dict(res=res, batch=batches[res], reference_img_s=ref_ips, fast_img_s=fast_ips,
-                   ratio=fast_ips / ref_ips, peak_mem_reference=ref_mem, peak_mem_fast=fast_mem)
-        result["rows"].append(row)
+    def run(variant: Variant) -> dict[str, Any]:
+        row: dict[str, Any] = asdict(variant)
+        if args.dry_run and variant.compile and variant.backend == "inductor":
+            row["backend"] = "aot_eager"  # see inductor_as_aot_eager
+        if (why := unavailable(variant)) is not None:
+            row["unavailable"] = why
+            print(f"{variant.name:28s} not run: {why}", flush=True)
+            result["variants"].append(row)
+            save()
+            return row
+        try:
+            row.update(measure(variant, args, device))
+            print(f"{variant.name:28s} {row['img_s']:9.1f} img/s  peak "
+                  f"{(row['peak_bytes'] or 0) / 2**30:6.2f} GiB  ({row['resolved_impl']} ops, "
+                  f"warm-up {row['warmup_s']:.1f} s)", flush=True)
+        except Exception as e:  # one variant failing must not cost the others
+            traceback.print_exc()
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        release()
+        result["variants"].append(row)
         save()
-        print(f"{res:4d}px batch {batches[res]:3d}: reference {ref_ips:8.1f} img/s, "
-              f"fast {fast_ips:8.1f} img/s, {fast_ips / ref_ips:.2f}x")
-    del reference, fast
-    if device.type == "cuda":
-        # The memory budget of the brief: one 256x256 iteration of the default model at batch 16
-        # must fit a GTX 1080 (8 GB).
-        torch.cuda.empty_cache()
-        steps, G_ema = build(256, args, device, "auto", args.compile)
-        _, peak = measure((steps, G_ema), 256, args.memory_batch, argparse.Namespace(
-            **{**vars(args), "min_iters": 1, "min_time": 0.0}), device)
-        result["memory_256_b16"] = {"peak_bytes": peak, "impl": "auto", "compiled": args.compile,
-                                    "batch": args.memory_batch}
-        save()
-        print(f"peak memory, 256px batch {args.memory_batch}: {peak / 2**30:.2f} GiB")
-    return 0
+        return row
+
+    save()
+    print(f"{name}: {args.res} px, batch {args.batch}", flush=True)
+    with inductor_as_aot_eager() if args.dry_run else contextlib.nullcontext():
+        rows = [run(v) for v in args.variants]
+        measured = [(r, v) for r, v in zip(rows, args.variants) if "img_s" in r]
+        if args.bf16 and measured:
+            _, fastest = max(measured, key=lambda rv: rv[0]["img_s"])
+            row = run(replace(fastest, name=f"{fastest.name}, bf16", precision="bf16"))
+            row["bf16_of"] = fastest.name
+            save()
+    return 1 if any("error" in r for r in result["variants"]) else 0
 
 
 if __name__ == "__main__":

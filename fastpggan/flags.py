@@ -98,12 +98,13 @@ def resolve_device(flag: str) -> str:
 
 
 # --- metric flags (``train --metric``, ``evaluate --metric``) ---------------------------------
-def parse_metrics(spec: str) -> tuple[str, ...]:
-    """``"swd,fid"`` -> ``("swd", "fid")``; ``ValueError`` (one line) on an unknown or no name."""
+def parse_metrics(spec: str, allowed: Sequence[str] = METRICS) -> tuple[str, ...]:
+    """``"swd,fid"`` -> ``("swd", "fid")``; ``ValueError`` (one line) on a name not in ``allowed``
+    or no name."""
     names = tuple(dict.fromkeys(s.strip().lower() for s in spec.split(",") if s.strip()))
-    unknown = [n for n in names if n not in METRICS]
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
-        raise ValueError(f"--metric must be a comma-separated subset of {','.join(METRICS)}, got {spec!r}")
+        raise ValueError(f"--metric must be a comma-separated subset of {','.join(allowed)}, got {spec!r}")
     return names
 
 

@@ -73,6 +73,8 @@ def _bad_inputs(tmp: Path, run8: Path) -> dict[str, tuple[list[str], str]]:
         "run exists": (["--res", "8", "--out", str(run8)], "already holds a run"),
         "bad lr": (["--lr", "0", "--out", out], "--lr must be a finite number in (0, 1]"),
         "bad ema": (["--ema-beta", "1", "--out", out], "--ema-beta"),
+        "cudagraphs on the CPU": (["--compile-backend", "cudagraphs", "--device", "cpu", "--out", out],
+                                  "CUDA graphs need a CUDA device"),
     }
 
 
@@ -115,7 +117,7 @@ def test_train_py_help_and_bad_input_in_a_subprocess(tmp_path):
     help_ = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, env=env)
     assert help_.returncode == 0
     for flag in ("--res", "--data", "--out", "--kimg-per-phase", "--batch", "--resume", "--seed", "--device",
-                 "--fmap-max", "--fmap-base", "--lr", "--no-mirror"):
+                 "--fmap-max", "--fmap-base", "--lr", "--no-mirror", "--compile-backend"):
         assert flag in help_.stdout
     assert "(default: 256)" in help_.stdout and "(default: 600.0)" in help_.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "--res", "12", "--out", str(tmp_path / "o")],
@@ -133,3 +135,39 @@ def test_resume_auto_continues_and_other_flags_parse(tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out
     after = sorted(p.name for p in out.glob("ckpt-*.pt"))
     assert after[-1] == "ckpt-00000.040kimg-8px.pt" and after != first
+
+
+def test_train_says_which_fused_ops_once_and_warns_nothing_on_cpu(tmp_path, capsys, recwarn):
+    out = tmp_path / "run"
+    assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", "--device", "cpu",
+                 *TINY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fused = [line for line in lines if line.startswith("fused ops: ")]
+    assert fused == ["fused ops: PyTorch reference (CPU; the Triton kernels run on CUDA GPUs)"]
+    assert lines.index(fused[0]) < 5  # among the opening lines
+    assert [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)] == []
+
+
+@pytest.mark.parametrize("flags, want", [
+    ([], (False, "cudagraphs")),
+    (["--compile"], (True, "cudagraphs")),
+    (["--compile-backend", "cudagraphs"], (True, "cudagraphs")),
+    (["--no-compile"], (False, "cudagraphs")),
+])
+def test_compile_on_a_simulated_gtx_1080(monkeypatch, tmp_path, flags, want):
+    import argparse
+
+    from fastpggan.training import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))
+    parser = argparse.ArgumentParser()
+    cli.add_train_arguments(parser)
+    args = parser.parse_args(["--res", "8", "--out", str(tmp_path / "r"), "--impl", "reference", *flags])
+    cfg, _, _ = cli.resolve(args)
+    assert (cfg.device, cfg.compile, cfg.compile_backend) == ("cuda", *want)
+    args = parser.parse_args(["--res", "8", "--out", str(tmp_path / "r"), "--impl", "reference",
+                              "--compile-backend", "inductor"])
+    with pytest.raises(cli.UsageError, match="inductor needs a GPU of compute capability 7.0"):
+        cli.resolve(args)
+    assert not (tmp_path / "r").exists()

@@ -35,7 +35,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # there could carry files into the wheel that the checkout no longer has.
     src = tmp_path_factory.mktemp("src") / "fastpggan"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".pytest_cache"))
+        ".git", ".venv*", "build", "runs", "*.egg-info", "__pycache__", ".pytest_cache"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         check=True,

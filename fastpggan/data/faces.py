@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 # Bump when the drawing changes, so on-disk caches of rendered faces are not reused.
 FACES_VERSION = 1
 
-# (hue, saturation, value) centres of hair colours, with per-face jitter added on top.
+# (hue, saturation, value) centres of hair colours, with per-face jitter added on top
+# (``_hair_rgb``). Names in HAIR_NAMES, same order.
 _HAIR_HSV = [
     (0.07, 0.55, 0.20),  # black-brown
     (0.08, 0.65, 0.45),  # brown
@@ -36,6 +37,10 @@ _HAIR_HSV = [
     (0.50, 0.60, 0.75),  # teal
     (0.66, 0.50, 0.25),  # navy
 ]
+HAIR_NAMES = (
+    "black-brown", "brown", "blonde", "red", "pink", "blue", "green", "purple", "silver", "white",
+    "orange", "teal", "navy",
+)
 _FRINGES = ("spiky", "straight", "swept", "parted", "curtain")
 
 
@@ -56,11 +61,27 @@ def _rng(index: int, seed: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index, FACES_VERSION])))
 
 
-def render_face(index: int, size: int, seed: int = 0, supersample: int = 4) -> Image.Image:
+def hair_palette() -> list[tuple[float, float, float]]:
+    """The hair colours' ``(hue, saturation, value)`` centres in ``[0, 1]``, in ``HAIR_NAMES`` order."""
+    return list(_HAIR_HSV)
+
+
+def hair_class(index: int, seed: int = 0) -> int:
+    """Index into ``HAIR_NAMES`` of face ``index``'s hair colour (the draw ``render_face`` makes)."""
+    rng = _rng(index, seed)
+    rng.random(), rng.uniform(), rng.uniform(), rng.uniform(), rng.uniform(), rng.uniform()  # background
+    return int(rng.integers(len(_HAIR_HSV)))
+
+
+def render_face(
+    index: int, size: int, seed: int = 0, supersample: int = 4, hair: int | None = None
+) -> Image.Image:
     """Face number ``index`` of the set ``seed`` as an RGB ``size`` x ``size`` PIL image.
 
     Drawn at ``max(size * supersample, 128)`` pixels and reduced with Lanczos, so the same
-    ``(index, seed)`` gives the same face, antialiased, at every size.
+    ``(index, seed)`` gives the same face, antialiased, at every size. ``hair`` (an index into
+    ``HAIR_NAMES``) replaces the face's own hair colour class and leaves everything else as it
+    was (the diversity tests build a one-hair-colour set this way).
     """
     rng = _rng(index, seed)
     S = max(size * supersample, 128)
@@ -73,7 +94,8 @@ def render_face(index: int, size: int, seed: int = 0, supersample: int = 4) -> I
     bg_h = rng.random()
     bg_top = _rgb(bg_h, rng.uniform(0.1, 0.45), rng.uniform(0.75, 1.0))
     bg_bot = _rgb(bg_h + rng.uniform(-0.1, 0.1), rng.uniform(0.15, 0.5), rng.uniform(0.55, 0.9))
-    hh, hs, hv = _HAIR_HSV[rng.integers(len(_HAIR_HSV))]
+    drawn = int(rng.integers(len(_HAIR_HSV)))
+    hh, hs, hv = _HAIR_HSV[drawn if hair is None else hair]
     hair = _rgb(hh + rng.uniform(-0.02, 0.02), hs + rng.uniform(-0.1, 0.1), hv + rng.uniform(-0.1, 0.05))
     hair_dark = _shade(hair, 0.7)
     hair_light = _shade(hair, 1.35)

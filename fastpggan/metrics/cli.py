@@ -34,10 +34,14 @@ from fastpggan.flags import (
 from fastpggan.metrics.evaluate import METRICS, evaluate_generator
 from fastpggan.metrics.reals import data_identity, real_batches, repeats
 from fastpggan.training.checkpoint import load_checkpoint, load_generator
+from fastpggan.training.collapse import measure_checkpoint
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.schedule import Schedule
 
 DEFAULT_N = 10_000
+# ``diversity``: the collapse watch's numbers (fastpggan.metrics.diversity) on the run's own
+# latents and reals, as its ticks record them; --n, --seed and --batch do not apply to it.
+EVALUATE_METRICS = (*METRICS, "diversity")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +52,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
       help="real images: folder or .zip, or 'faces' (default: the data the checkpoint's run "
            "trained on)")
     a("--metric", default="swd", metavar="LIST",
-      help=f"comma-separated metrics from {','.join(METRICS)} (default: %(default)s)")
+      help=f"comma-separated metrics from {','.join(EVALUATE_METRICS)}; diversity is measured on the "
+           "run's own latents and reals, as at its ticks, whatever --n, --seed and --batch "
+           "(default: %(default)s)")
     a("--n", type=int, default=DEFAULT_N, metavar="N",
       help="generated images, and as many reals (default: %(default)s)")
     a("--out", default=None, metavar="FILE.json", help="also write the results here")
@@ -89,7 +95,7 @@ LIMITS = {
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
     try:
-        metrics = parse_metrics(args.metric)
+        metrics = parse_metrics(args.metric, EVALUATE_METRICS)
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_flags(args, LIMITS)
@@ -112,6 +118,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     source = open_source(args.data if args.data is not None else cfg.data, cfg.num_faces)  # DataError: exit 2
+    if "diversity" in metrics and len(source) < 2:
+        raise UsageError(f"diversity needs at least 2 real images; {source.describe()} holds {len(source)}")
     cache_dir = _cache_dir(args, ckpt, cfg.cache_dir)
     check_writable(cache_dir)
 
@@ -121,16 +129,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         data = load_data(source, cfg.resolution, cache_dir, args.workers)
     except DataError as e:
         raise UsageError(str(e)) from None
-    if repeats(data, args.n):
+    quality = [m for m in metrics if m != "diversity"]
+    if quality and repeats(data, args.n):
         print(f"note: --n {args.n} is more than the {data.count} images of {source.describe()}; "
               "reals are repeated", file=sys.stderr)
     G, res, fade = load_generator(ckpt, device)
-    results = evaluate_generator(
-        G, real_batches(data.levels[res], args.n, args.batch), res=res, metrics=metrics,
-        num_images=args.n, fade=fade, batch_size=args.batch, seed=args.seed, device=device,
-        inception_weights=args.inception_weights, cache_dir=cache_dir,
-        dataset_id=data_identity(data), progress=sys.stderr.isatty(),
-    )
+    results: dict[str, float] = {}
+    if quality:
+        results.update(evaluate_generator(
+            G, real_batches(data.levels[res], args.n, args.batch), res=res, metrics=quality,
+            num_images=args.n, fade=fade, batch_size=args.batch, seed=args.seed, device=device,
+            inception_weights=args.inception_weights, cache_dir=cache_dir,
+            dataset_id=data_identity(data), progress=sys.stderr.isatty(),
+        ))
+    if "diversity" in metrics:
+        results.update(measure_checkpoint(G, cfg, data, res, fade, device))
     result = {
         "ckpt": str(ckpt), "data": source.describe(), "res": res, "fade": round(fade, 4),
         "kimg": images_seen / 1000, "n": args.n, "seed": args.seed, "metrics": list(metrics),

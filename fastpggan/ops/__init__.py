@@ -3,15 +3,25 @@
 Each op has a pure-PyTorch reference in :mod:`fastpggan.ops.reference` with the same signature;
 ``impl`` picks the implementation (see :mod:`fastpggan.ops.dispatch`). The Triton versions are
 the ``torch.library`` ops of :mod:`fastpggan.ops.triton_ops` (imported lazily: a machine without
-Triton still imports this package).
+Triton still imports this package), each checked against its reference on first use
+(:mod:`fastpggan.ops.verify`). :func:`describe_impl` says in one line which one a device gets.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastpggan.ops import reference
-from fastpggan.ops.dispatch import IMPLS, Impl, check_impl, load_triton_ops, resolve_impl
+from fastpggan.ops import dispatch, reference
+from fastpggan.ops.dispatch import (
+    IMPLS,
+    Impl,
+    check_impl,
+    check_ops,
+    describe_impl,
+    impl_problem,
+    load_triton_ops,
+    resolve_impl,
+)
 from fastpggan.ops.reference import mbstd_group_size, pixel_norm
 
 __all__ = [
@@ -20,6 +30,9 @@ __all__ = [
     "bias_lrelu",
     "bias_lrelu_pixelnorm",
     "check_impl",
+    "check_ops",
+    "describe_impl",
+    "impl_problem",
     "mbstd_group_size",
     "minibatch_stddev",
     "pixel_norm",
@@ -36,8 +49,8 @@ def bias_lrelu(
     Any float dtype; differentiable to any order (the Triton version: its backward is itself a
     differentiable op, so WGAN-GP's double backward works).
     """
-    if resolve_impl(impl, x) == "triton":
-        return load_triton_ops().bias_lrelu(x, bias, float(out_scale))
+    if resolve_impl(impl, x, "bias_lrelu") == "triton":
+        return dispatch.load_triton_ops().bias_lrelu(x, bias, float(out_scale))
     return reference.bias_lrelu(x, bias, out_scale)
 
 
@@ -48,13 +61,13 @@ def bias_lrelu_pixelnorm(
 
     The Triton version is differentiable once (the generator is never differentiated twice).
     """
-    if resolve_impl(impl, x) == "triton":
-        return load_triton_ops().bias_lrelu_pixelnorm(x, bias, float(out_scale))[0]
+    if resolve_impl(impl, x, "bias_lrelu_pixelnorm") == "triton":
+        return dispatch.load_triton_ops().bias_lrelu_pixelnorm(x, bias, float(out_scale))[0]
     return reference.bias_lrelu_pixelnorm(x, bias, out_scale)
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, impl: Impl = "auto") -> torch.Tensor:
     """``[N, C, H, W]`` -> ``[N, C + 1, H, W]``; see :func:`reference.minibatch_stddev`."""
-    if resolve_impl(impl, x) == "triton":
-        return load_triton_ops().minibatch_stddev(x, mbstd_group_size(x.shape[0], group_size))
+    if resolve_impl(impl, x, "minibatch_stddev") == "triton":
+        return dispatch.load_triton_ops().minibatch_stddev(x, mbstd_group_size(x.shape[0], group_size))
     return reference.minibatch_stddev(x, group_size)

@@ -2,19 +2,20 @@
 
 The interpreter forgives what a real GPU compile does not (layouts, register pressure, type
 rules), so CI compiles each kernel for real targets: ``triton.compile(ASTSource(...),
-target=GPUTarget("cuda", arch, 32))`` builds PTX and cubin on a machine without a GPU. With
-``ptxas`` on the PATH (CUDA toolkit) it also reports registers and spills per kernel.
+target=GPUTarget("cuda", arch, 32))`` builds PTX and cubin on a machine without a GPU, with the
+ptxas Triton itself uses (bundled in its wheel: CUDA 12, which still builds for Pascal; the CUDA
+toolkit's on the PATH may not). ``--ptxas`` also reports registers and spills per kernel from
+that same ptxas.
 
-Run ``TRITON_INTERPRET=0 python -m fastpggan.ops.aot [--arch 80 90] [--all-dtypes]``: one line
-per compiled kernel. Must run without ``TRITON_INTERPRET`` (the interpreter replaces
-``@triton.jit`` functions, and their helpers, by Python).
+Run ``TRITON_INTERPRET=0 python -m fastpggan.ops.aot [--arch 61 70 75 80 90] [--dtypes fp32]
+[--ptxas]``: one line per compiled kernel. Must run without ``TRITON_INTERPRET`` (the
+interpreter replaces ``@triton.jit`` functions, and their helpers, by Python).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,10 +28,13 @@ from triton.compiler import ASTSource
 
 from fastpggan.kernels import epilogue as ek
 from fastpggan.kernels import mbstd as mk
+from fastpggan.ops import toolchain
 from fastpggan.ops.reference import mbstd_group_size
 from fastpggan.ops.triton_ops import epilogue_config, mbstd_config
 
 DTYPES = ("fp32", "bf16", "fp16")
+# GTX 10xx (Pascal), V100, T4 / RTX 20xx, A100, H100
+ARCHS = (61, 70, 75, 80, 90)
 # The shapes PGGAN's layers give the epilogues: feature maps nf(stage) at 4..1024 px, and the
 # dense layers ([N, 512] with N up to 128); minibatch stddev at 4x4 for batches 1..128.
 CHANNELS = (16, 32, 64, 128, 256, 512)
@@ -147,11 +151,9 @@ def compile_launch(launch: Launch, arch: int) -> dict[str, object]:
     return compiled.asm
 
 
-def ptxas_usage(ptx: str, arch: int) -> tuple[int, int] | None:
-    """``(registers, spill bytes)`` from ``ptxas -v``, or ``None`` without ``ptxas``."""
-    ptxas = shutil.which("ptxas")
-    if ptxas is None:
-        return None
+def ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
+    """``(registers, spill bytes)`` from ``ptxas -v`` (Triton's own ptxas) for ``sm_<arch>``."""
+    ptxas = toolchain.ptxas_path(arch)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/k.ptx"
         with open(path, "w") as f:
@@ -167,7 +169,7 @@ def ptxas_usage(ptx: str, arch: int) -> tuple[int, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--arch", type=int, nargs="+", default=list(ARCHS))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--ptxas", action="store_true", help="report registers and spills")
     parser.add_argument("--extremes-only", action="store_true",
@@ -182,9 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             line = f"sm_{arch} {launch.label()}"
             if args.ptxas:
-                usage = ptxas_usage(asm["ptx"], arch)
-                if usage is not None:
-                    line += f" registers={usage[0]} spill_bytes={usage[1]}"
+                regs, spills = ptxas_usage(asm["ptx"], arch)
+                line += f" registers={regs} spill_bytes={spills}"
             print(line, flush=True)
             count += 1
     print(f"compiled {count} kernel configurations")

@@ -18,9 +18,9 @@ The StyleGAN2 ``bias_act`` pattern gives the second-order gradients: the backwar
 op with its own autograd formula. The D-side gradient ops save the forward *outputs* (``y``,
 ``out``), which the next layer keeps alive anyway, never a copy of the input.
 
-On CPU tensors the kernels run only under ``TRITON_INTERPRET=1`` (tests); there, ``wrap_triton``
-hands back the interpreted kernel itself, so launches are skipped for fake tensors (shape
-propagation needs only the allocations).
+On CPU tensors the kernels run only under ``TRITON_INTERPRET=1`` (tests), launched directly
+(not through ``wrap_triton``), and skipped for fake tensors (shape propagation needs only the
+allocations).
 """
 
 from __future__ import annotations
@@ -33,13 +33,19 @@ from torch.library import register_autograd, triton_op, wrap_triton
 
 from fastpggan.kernels import epilogue as ek
 from fastpggan.kernels import mbstd as mk
+from fastpggan.ops import toolchain
 
-INTERPRETED = bool(triton.knobs.runtime.interpret)
+INTERPRETED = toolchain.interpreted(ek.epilogue_fwd)
 
 
 def _launch(kernel, grid: tuple[int, ...], probe: Tensor, *args, **meta) -> None:
-    if INTERPRETED and is_fake(probe):
-        return  # the interpreter would run on fake storage; shapes are already known
+    if INTERPRETED:
+        if is_fake(probe):
+            return  # the interpreter would run on fake storage; shapes are already known
+        # launched directly: nothing traces into CPU kernels, and torch 2.7's wrap_triton
+        # refuses interpreted ones (newer torch hands them back unwrapped)
+        kernel[grid](*args, **meta)
+        return
     wrap_triton(kernel)[grid](*args, **meta)
 
 

@@ -33,6 +33,7 @@ from fastpggan.flags import (
     resolve_device,
 )
 from fastpggan.networks import check_resolution
+from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
 from fastpggan.training.distributed import Distributed
@@ -40,6 +41,7 @@ from fastpggan.training.limits import check_config_numbers
 from fastpggan.training.loop import Trainer
 from fastpggan.training.resume_policy import ResumeRefused, policy_summary, resume_changes
 from fastpggan.training.runlock import RunLock, RunLocked
+from fastpggan.training.steps import COMPILE_BACKENDS, resolve_compile
 
 
 def default_workers() -> int:
@@ -101,11 +103,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="do not write TensorBoard events (default: written when tensorboard is installed)")
     a("--impl", default=d.impl, choices=("auto", "triton", "reference"),
       help="fused ops: Triton kernels, the PyTorch reference, or auto = Triton on CUDA GPUs of "
-           "compute capability 7.0+, the reference elsewhere (default: %(default)s)")
+           "compute capability 6.0+ (GTX 1080 included) whose architecture Triton's ptxas builds "
+           "for, each op checked against the reference on first use (a failing op falls back "
+           "to it with a warning; FASTPGGAN_SELF_CHECK=0 skips the check), the reference "
+           "elsewhere (default: %(default)s)")
     a("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
       help="run G and D through torch.compile (default: on for CUDA GPUs of compute capability "
-           "7.0+, off on the CPU, where it measured no faster, and on older GPUs, where "
-           "inductor cannot run)")
+           "7.0+; off on the CPU, where it measured no faster, and on older GPUs such as the GTX "
+           "1080, where no GPU measurement shows it faster yet)")
+    a("--compile-backend", default="auto", choices=("auto", *COMPILE_BACKENDS),
+      help="torch.compile backend: inductor (generated code; CPU or CUDA GPUs of compute "
+           "capability 7.0+) or cudagraphs (CUDA graphs, no generated code; any CUDA GPU, "
+           "the GTX 1080 included). auto = inductor, cudagraphs on GPUs below 7.0. Naming one "
+           "turns --compile on (default: %(default)s)")
     a("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
       help="arithmetic of the G and D passes; the gradient penalty is always fp32. auto = fp32 "
            "(Pascal GPUs run fp16 at 1/64 rate; lower precision is not yet measured to train as "
@@ -124,30 +134,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     a("--inception-weights", default=None, metavar="PATH",
       help="FID's Inception weights file, for machines without network (default: torch's hub "
            "cache, else downloaded before training starts)")
+    a("--diversity", dest="diversity", action=argparse.BooleanOptionalAction, default=d.diversity,
+      help="the collapse watch: at every tick, G_ema's colour and structure variety against the "
+           "reals' ('diversity' records, the tick line) and a warning when it stays low "
+           "(default: on)")
+    a("--diversity-threshold", type=float, default=d.diversity_threshold, metavar="R",
+      help="warn when a diversity ratio (samples' variety over the reals') stays below R for 3 "
+           "ticks, in (0, 1] (default: %(default)s)")
     a("--resume", default=None, metavar="auto|PATH",
       help="continue a run: 'auto' takes the newest checkpoint in --out that loads (starts fresh "
            "if none; a damaged one is renamed *.damaged, with a warning), or give a checkpoint "
            "file (default: start fresh; refuses an --out holding checkpoints). "
            + policy_summary().replace("%", "%%"))
-
-
-def resolve_compile(flag: bool | None, device: str) -> bool:
-    """``--compile`` resolved: ``None`` (not given) is on for CUDA GPUs that inductor supports.
-
-    Asking for it where inductor cannot run (a GPU below compute capability 7.0) warns once and
-    trains eagerly instead of failing.
-    """
-    capable = device != "cuda" or torch.cuda.get_device_capability() >= (7, 0)
-    if flag is None:
-        return device == "cuda" and capable
-    if flag and not capable:
-        major, minor = torch.cuda.get_device_capability()
-        warnings.warn(
-            f"--compile: torch.compile needs a GPU of compute capability 7.0+, this one is "
-            f"{major}.{minor}; training without it", RuntimeWarning, stacklevel=2,
-        )
-        return False
-    return flag
 
 
 def resolve(args: argparse.Namespace) -> TrainConfig:
@@ -162,7 +160,18 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     except ValueError as e:
         raise UsageError(str(e)) from None
     device = resolve_device(args.device)
-    compile_on = resolve_compile(args.compile, device)
+    capability = torch.cuda.get_device_capability() if device == "cuda" else None
+    try:
+        compile_on, compile_backend = resolve_compile(
+            args.compile, args.compile_backend, device, capability)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if (problem := impl_problem(args.impl, device)) is not None:
+        raise UsageError(f"--impl {args.impl}: {problem}")
+    try:  # the ops' self-checks now, so that a failing one stops --impl triton before any work
+        check_ops(args.impl, device)
+    except RuntimeError as e:
+        raise UsageError(f"--impl {args.impl}: {e}") from None
     try:
         metrics = list(parse_metrics(args.metric))
         if args.metric_every > 0:
@@ -186,9 +195,11 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         workers=default_workers() if args.workers is None else args.workers,
         cache_dir=args.cache_dir or str(out / "cache"), tensorboard=args.tensorboard,
         progress=sys.stderr.isatty(), impl=args.impl, compile=compile_on,
+        compile_backend=compile_backend,
         precision="fp32" if args.precision == "auto" else args.precision, gp_every=args.gp_every,
         metric_every=args.metric_every, metrics=metrics, metric_n=args.metric_n,
-        inception_weights=args.inception_weights,
+        inception_weights=args.inception_weights, diversity=args.diversity,
+        diversity_threshold=args.diversity_threshold,
     )
     try:  # every number in range (limits.py): nothing above used one for work
         check_config_numbers(cfg)
@@ -311,6 +322,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
+    echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)

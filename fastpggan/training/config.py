@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastpggan.metrics.diversity import DEFAULT_THRESHOLD
 from fastpggan.networks import check_resolution
 
 # Minibatch per resolution: the authors' single-GPU preset (fits an 8 GB card in fp32),
@@ -84,6 +85,7 @@ class TrainConfig:
     progress: bool = True
     impl: str = "auto"
     compile: bool = False
+    compile_backend: str = "inductor"  # "inductor" | "cudagraphs" (training.steps.resolve_compile)
     precision: str = "fp32"
     gp_every: int = 1
     # Quality metrics of G_ema during training (fastpggan.metrics): every metric_every kimg
@@ -92,6 +94,10 @@ class TrainConfig:
     metrics: list[str] = field(default_factory=lambda: ["swd"])
     metric_n: int = 2000
     inception_weights: str | None = None
+    # Collapse watch (fastpggan.metrics.diversity): G_ema's diversity against the reals at
+    # every tick, a warning when a ratio stays below diversity_threshold.
+    diversity: bool = True
+    diversity_threshold: float = DEFAULT_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -57,7 +57,7 @@ LIMITS: dict[str, Limit] = {
     "gp_every": Limit(1, 1_000_000, integer=True),
     "metric_every": Limit(0.0, BIG_KIMG),
     "metric_n": Limit(2, 1_000_000, integer=True),
-    "diversity_threshold": Limit(-1e9, 1e9),
+    "diversity_threshold": Limit(0.0, 1.0, lo_open=True),
 }
 
 

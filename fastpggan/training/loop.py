@@ -46,6 +46,7 @@ from fastpggan.console import printable
 from fastpggan.data import ImageData, RealBatches
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
+from fastpggan.metrics.diversity import diversity_latents
 from fastpggan.metrics.reals import data_identity, real_batches
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
 from fastpggan.networks import Discriminator, Generator
@@ -57,6 +58,7 @@ from fastpggan.training.checkpoint import (
     list_checkpoints,
     save_checkpoint,
 )
+from fastpggan.training.collapse import CollapseMonitor
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed, StopVote, param_digest, rank_seed
 from fastpggan.training.resume_policy import resume_changes, show_value
@@ -131,16 +133,20 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
         self.steps = TrainSteps(
-            self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile, precision=cfg.precision,
+            self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile,
+            compile_backend=cfg.compile_backend, precision=cfg.precision,
             gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every,
             grad_sync=self.dist.sync_grads if self.dist.enabled else None,
         )
         self._compiled_segments: set[tuple[int, bool]] = set()
         self.gen = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, self.dist.rank))
         self.fade_t = torch.zeros((), device=self.device)
-        self.grid_z = torch.randn(
-            cfg.grid**2, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1)
-        ).to(self.device)
+        grid_z, extra_z = diversity_latents(cfg.grid**2, cfg.latent_dim, cfg.seed)
+        self.grid_z = grid_z.to(self.device)
+        # The collapse watch: G_ema's diversity at every tick (rank 0 measures; its state is kept
+        # in progress["diversity_watch"], so checkpoints carry it).
+        watch = cfg.diversity and self.dist.is_main and data.count >= 2  # a spread needs 2 reals
+        self.collapse = CollapseMonitor(data, extra_z.to(self.device), cfg.diversity_threshold) if watch else None
         tick, log = round(cfg.tick_kimg * 1000), round(cfg.log_kimg * 1000)
         self.progress: dict[str, Any] = {
             "images": 0, "step": 0, "segment": [-1, False], "ticks": 0,
@@ -151,6 +157,8 @@ class Trainer:
         self.stop_message: str | None = None  # one line when run() ends "diverged" or "disk_full"
         if resume is not None:
             self._load(resume)
+        if self.collapse is not None:
+            self.collapse.load_state_dict(self.progress.get("diversity_watch", {}))
         self.dist.broadcast_(self.G, self.D, self.G_ema)  # every rank starts from rank 0's weights
         self._stop: int | None = None
         # For _evaluate: the reals' SWD descriptors / FID statistics at the resolution being
@@ -273,14 +281,27 @@ class Trainer:
         return path
 
     # --- outputs -------------------------------------------------------------------------
-    def write_grid(self, log: RunLog, pos: Position) -> Path:
-        """Grid of ``G_ema`` on the fixed latents: ``grid-{res}px-{kimg}kimg.png``."""
+    def write_grid(self, log: RunLog, pos: Position, samples: torch.Tensor) -> Path:
+        """Grid of ``G_ema`` on the fixed latents, ``samples`` (float ``[grid**2, 3, res, res]``,
+        drawn once per tick for the grid and the collapse watch): ``grid-{res}px-{kimg}kimg.png``."""
         images = self.progress["images"]
         path = self.out / f"grid-{pos.phase.res}px-{images / 1000:09.3f}kimg.png"
-        img = make_grid(sample(self.G_ema, self.grid_z, pos.phase.res, pos.fade, self.cfg.batch[pos.phase.res]))
+        img = make_grid(samples)
         atomic_write(path, lambda f: img.save(f, format="PNG"), what="sample grid")
         log.image("samples", img, images)
         return path
+
+    def _measure_diversity(self, log: RunLog, pos: Position, grid_samples: torch.Tensor) -> tuple[str, str | None]:
+        """The collapse watch at a tick: a ``diversity`` record (JSONL, TensorBoard), the watch fed
+        (its warning also an ``event`` record). Returns the tick line's part and the warning."""
+        res, images = pos.phase.res, self.progress["images"]
+        vals = self.collapse.measure(self.G_ema, res, pos.fade, grid_samples, self.cfg.batch[res])
+        log.record("diversity", images, res=res, fade=round(pos.fade, 4), **vals)
+        warning = self.collapse.check(vals)
+        self.progress["diversity_watch"] = self.collapse.state_dict()
+        if warning is not None:
+            log.record("event", images, event="diversity warning", message=warning)
+        return "  " + self.collapse.summary(vals), warning
 
     def _evaluate(self, log: RunLog, pos: Position) -> dict[str, float]:
         """Measure ``G_ema`` at ``pos``'s resolution and fade: ``cfg.metrics`` from
@@ -500,13 +521,18 @@ class Trainer:
         (rank 0); a tick also moves the tick counters on (every rank)."""
         pr = self.progress
         if self.dist.is_main:
-            grid = self.write_grid(log, pos)
+            res = pos.phase.res
+            samples = sample(self.G_ema, self.grid_z, res, pos.fade, self.cfg.batch[res])
+            grid = self.write_grid(log, pos, samples)
             kind = "phase_end" if due.phase_end else "tick"
-            log.record(kind, pr["images"], res=pos.phase.res, fade=round(pos.fade, 4), grid=grid.name)
+            log.record(kind, pr["images"], res=res, fade=round(pos.fade, 4), grid=grid.name)
+            div, warning = self._measure_diversity(log, pos, samples) if self.collapse is not None else ("", None)
             self.echo(
-                f"{kind} {pr['images'] / 1000:.1f} kimg  {pos.phase.res}px fade {pos.fade:.2f}  "
-                f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}"
+                f"{kind} {pr['images'] / 1000:.1f} kimg  {res}px fade {pos.fade:.2f}  "
+                f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{div}"
             )
+            if warning is not None:
+                self.echo(warning)
         if due.tick:
             step_tick = round(self.cfg.tick_kimg * 1000)
             pr["next_tick"] = (pr["images"] // step_tick + 1) * step_tick

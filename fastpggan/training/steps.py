@@ -11,6 +11,12 @@ Graphs per resolution under compile: the fade phase passes ``fade`` as a 0-d ten
 changes every step without a recompile), the stable phase a Python 1.0 (the old path is skipped);
 G runs without grad (fakes for D) and with grad (G step); D runs with weight grads (D step) and
 frozen (G step). So at most 4 graphs of G and 4 of D per resolution.
+
+Two compile backends (:data:`COMPILE_BACKENDS`): ``"inductor"`` (torch's default: generated
+Triton code, CUDA GPUs of compute capability 7.0+ or the CPU) and ``"cudagraphs"`` (the traced
+graphs replayed as CUDA graphs, no generated code: runs on any CUDA GPU, the GTX 1080's 6.1
+included; on CPU tensors torch skips the graphs and runs the traced ops as they are).
+:func:`resolve_compile` picks one for a device.
 """
 
 from __future__ import annotations
@@ -30,11 +36,62 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Graphs per compiled forward: up to 4 per resolution (see above) over 9 resolutions.
 RECOMPILE_LIMIT = 64
+COMPILE_BACKENDS = ("inductor", "cudagraphs")
+# torch's inductor refuses CUDA GPUs below this (GPUTooOldForTriton); CUDA graphs do not.
+INDUCTOR_MIN_CAPABILITY = (7, 0)
+# Whether --compile is on by default on CUDA GPUs below INDUCTOR_MIN_CAPABILITY (with the
+# cudagraphs backend). Off: no GPU measurement has shown it faster than eager there yet.
+COMPILE_BY_DEFAULT_BELOW_INDUCTOR = False
+
+
+def resolve_compile(
+    flag: bool | None, backend: str, device_type: str, capability: tuple[int, int] | None
+) -> tuple[bool, str]:
+    """``(compile on?, backend)`` for ``--compile``/``--no-compile`` (``flag``, ``None`` when not
+    given) and ``--compile-backend`` (``"auto"`` or one of :data:`COMPILE_BACKENDS`).
+
+    ``capability`` is the CUDA device's compute capability (``None`` off CUDA): a pure function,
+    so tests can pass a GTX 1080's ``(6, 1)``. ``auto`` is inductor on the CPU and on CUDA GPUs of
+    capability 7.0+, cudagraphs below. Not given, compile is on for CUDA GPUs where inductor runs
+    (and below only if :data:`COMPILE_BY_DEFAULT_BELOW_INDUCTOR`), and on whenever a backend is
+    named. ``ValueError`` (one line) for a backend that cannot run on the device: inductor below
+    capability 7.0, CUDA graphs off CUDA.
+    """
+    if backend not in ("auto", *COMPILE_BACKENDS):
+        raise ValueError(f"--compile-backend must be auto or one of {COMPILE_BACKENDS}, got {backend!r}")
+    cuda = device_type == "cuda"
+    inductor_ok = not cuda or capability is None or tuple(capability) >= INDUCTOR_MIN_CAPABILITY
+    chosen = backend if backend != "auto" else ("inductor" if inductor_ok else "cudagraphs")
+    if flag is None:
+        on = backend != "auto" or (cuda and (inductor_ok or COMPILE_BY_DEFAULT_BELOW_INDUCTOR))
+    else:
+        on = flag
+    if on and chosen == "inductor" and not inductor_ok:
+        assert capability is not None
+        raise ValueError(
+            f"--compile-backend inductor: torch's inductor needs a GPU of compute capability "
+            f"{INDUCTOR_MIN_CAPABILITY[0]}.{INDUCTOR_MIN_CAPABILITY[1]}+, this one is "
+            f"{capability[0]}.{capability[1]}; use --compile-backend cudagraphs (or auto)"
+        )
+    if on and chosen == "cudagraphs" and not cuda:
+        raise ValueError(
+            f"--compile-backend cudagraphs: CUDA graphs need a CUDA device, training runs on "
+            f"{device_type}; use --compile-backend inductor (or auto) or --no-compile"
+        )
+    return on, chosen
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
     """Autocast outputs (bf16/fp16) back to fp32; fp32 and fp64 pass through."""
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    return t.clone()
 
 
 @torch.no_grad()
@@ -52,7 +109,8 @@ class TrainSteps:
     """The D and G updates of one training step.
 
     ``compile``: run G's and D's forward passes through ``torch.compile`` (the penalty pass stays
-    eager). ``precision``: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the G forward and
+    eager) with ``compile_backend`` (``"inductor"`` or ``"cudagraphs"``, see the module's
+    docstring; the fade stays a 0-d tensor input either way). ``precision``: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the G forward and
     D's scoring passes; the penalty always runs in fp32, and fp16 scales the losses
     (``GradScaler``). ``gp_every``: take the penalty every k-th critic step, scaled by k
     (1 = every step, the authors' recipe). ``grad_sync``: called on D (and G) between the
@@ -68,6 +126,7 @@ class TrainSteps:
         opt_d: torch.optim.Optimizer,
         *,
         compile: bool = False,
+        compile_backend: str = "inductor",
         precision: str = "fp32",
         gp_lambda: float = 10.0,
         drift: float = 1e-3,
@@ -78,6 +137,10 @@ class TrainSteps:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if gp_every < 1:
             raise ValueError(f"gp_every must be >= 1, got {gp_every}")
+        if compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(
+                f"compile_backend must be one of {COMPILE_BACKENDS}, got {compile_backend!r}"
+            )
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
         self.grad_sync = grad_sync
@@ -85,10 +148,13 @@ class TrainSteps:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
             )
-            self.G_run = torch.compile(G, dynamic=False)
-            self.D_run = torch.compile(D, dynamic=False)
+            self.G_run = torch.compile(G, backend=compile_backend, dynamic=False)
+            self.D_run = torch.compile(D, backend=compile_backend, dynamic=False)
         else:
             self.G_run, self.D_run = G, D
+        # CUDA graph outputs live in a pool that the next replay may overwrite (torch then
+        # raises on access): copy out what outlives the next compiled call.
+        self._keep = _clone if compile and compile_backend == "cudagraphs" else _same
         device_type = next(G.parameters()).device.type
         self._autocast = (
             (lambda: torch.autocast(device_type, _AMP_DTYPES[precision]))
@@ -117,7 +183,7 @@ class TrainSteps:
         """
         gp_lambda = self.gp_lambda * self.gp_every
         with torch.no_grad(), self._autocast():
-            fake = _full(self.G_run(z, res, fade))
+            fake = self._keep(_full(self.G_run(z, res, fade)))
         # The loss is a sum of one term per pass (reals with drift, fakes, penalty), so each
         # pass is backpropagated at once and its graph freed: peak memory is that of one pass
         # (or of the penalty's double-backward graph), not of all three together.
@@ -125,6 +191,7 @@ class TrainSteps:
         with self._autocast():
             real_scores = _full(self.D_run(real, fade))
         self.scaler_d.scale((self.drift * real_scores.square() - real_scores).mean()).backward()
+        real_scores = self._keep(real_scores.detach())
         with self._autocast():
             fake_scores = _full(self.D_run(fake, fade))
         self.scaler_d.scale(fake_scores.mean()).backward()
