@@ -164,7 +164,7 @@ def test_compile_on_a_simulated_gtx_1080(monkeypatch, tmp_path, flags, want):
     parser = argparse.ArgumentParser()
     cli.add_train_arguments(parser)
     args = parser.parse_args(["--res", "8", "--out", str(tmp_path / "r"), "--impl", "reference", *flags])
-    cfg, _, _ = cli.resolve(args)
+    cfg = cli.resolve(args)
     assert (cfg.device, cfg.compile, cfg.compile_backend) == ("cuda", *want)
     args = parser.parse_args(["--res", "8", "--out", str(tmp_path / "r"), "--impl", "reference",
                               "--compile-backend", "inductor"])
