@@ -26,7 +26,9 @@ ACTS: tuple[str, ...] = ("linear", "lrelu", "lrelu_pixelnorm")
 SQRT2 = math.sqrt(2.0)
 
 
-def _epilogue(x: torch.Tensor, bias: torch.Tensor, act: str, impl: Impl) -> torch.Tensor:
+def _epilogue(x: torch.Tensor, bias: torch.Tensor | None, act: str, impl: Impl) -> torch.Tensor:
+    if bias is None:
+        return x
     if act == "lrelu":
         return ops.bias_lrelu(x, bias, impl=impl)
     if act == "lrelu_pixelnorm":
@@ -37,14 +39,18 @@ def _epilogue(x: torch.Tensor, bias: torch.Tensor, act: str, impl: Impl) -> torc
 class _Equalized(nn.Module):
     """Shared state of the equalized-LR layers: N(0,1) weight, zero bias, runtime scale."""
 
-    def __init__(self, weight_shape: tuple[int, ...], gain: float, act: Act, impl: Impl) -> None:
+    def __init__(
+        self, weight_shape: tuple[int, ...], gain: float, act: Act, impl: Impl, bias: bool = True
+    ) -> None:
         super().__init__()
         if act not in ACTS:
             raise ValueError(f"act must be one of {ACTS}, got {act!r}")
+        if not bias and act != "linear":
+            raise ValueError(f"a layer without bias must be linear, got act={act!r}")
         ops.check_impl(impl)
         fan_in = math.prod(weight_shape[1:])
         self.weight = nn.Parameter(torch.randn(weight_shape))
-        self.bias = nn.Parameter(torch.zeros(weight_shape[0]))
+        self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
         self.scale = gain / math.sqrt(fan_in)
         self.gain = gain
         self.act = act
@@ -52,7 +58,8 @@ class _Equalized(nn.Module):
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape[:2]
-        return f"{i}, {o}, gain={self.gain:.4g}, act={self.act}, impl={self.impl}"
+        no_bias = "" if self.bias is not None else ", bias=False"
+        return f"{i}, {o}, gain={self.gain:.4g}, act={self.act}{no_bias}, impl={self.impl}"
 
 
 class EqualizedConv2d(_Equalized):
@@ -76,7 +83,7 @@ class EqualizedConv2d(_Equalized):
 
 
 class EqualizedLinear(_Equalized):
-    """Dense layer: ``[N, in]`` -> ``[N, out]``."""
+    """Dense layer: ``[N, in]`` -> ``[N, out]`` (``bias=False``: no bias, linear only)."""
 
     def __init__(
         self,
@@ -85,8 +92,9 @@ class EqualizedLinear(_Equalized):
         gain: float = SQRT2,
         act: Act = "linear",
         impl: Impl = "auto",
+        bias: bool = True,
     ) -> None:
-        super().__init__((out_features, in_features), gain, act, impl)
+        super().__init__((out_features, in_features), gain, act, impl, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight * self.scale)

@@ -5,6 +5,14 @@ D loss per sample: ``D(fake) - D(real) + lambda * (||grad_x D(x_hat)||_2 - targe
 and fake. G loss: ``-D(G(z))``. The penalty keeps its graph (``create_graph=True``), so D's
 weights receive its second-order gradient. Every returned statistic is a detached tensor: the
 loss functions never synchronise with the host.
+
+Where the norm is taken: the authors' networks always see R x R images (reals and fakes of the
+current resolution nearest-upscaled by ``k = R / res``, D average-pooling them back down), so
+their ``x`` is the R x R image. Its gradient is the current-resolution gradient spread evenly
+over each k x k block, ``upsample(grad) / k**2``, whose norm is ``||grad|| / k``. So their
+penalty is computed here at the current resolution as ``(||grad|| / k - target)**2``
+(``upscale=k``) without ever building an R x R tensor; ``upscale=1`` is the penalty with
+respect to the current-resolution image (the seed article's form).
 """
 
 from __future__ import annotations
@@ -30,25 +38,39 @@ def gradient_penalty(
     fade: float | torch.Tensor = 1.0,
     target: float = GP_TARGET,
     alpha: torch.Tensor | None = None,
+    upscale: int = 1,
 ) -> torch.Tensor:
-    """Per-sample penalty ``(||grad D(x_hat)|| - target)**2 / target**2``, shape ``[N]``.
+    """Per-sample penalty ``(||grad D(x_hat)|| / upscale - target)**2 / target**2``, ``[N]``.
 
     ``real``, ``fake``: ``[N, C, H, W]``. ``x_hat = real + alpha * (fake - real)`` with ``alpha``
     ``[N, 1, 1, 1]`` (uniform in [0, 1) when not given). The norm is taken per sample over all
-    of C, H and W. The result is differentiable with respect to D's parameters.
+    of C, H and W; ``upscale = k`` gives the norm with respect to the image nearest-upscaled by
+    k (the authors' form, see the module doc). Differentiable with respect to D's parameters.
     """
     if alpha is None:
         alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     mixed = torch.lerp(real.detach(), fake.detach(), alpha).requires_grad_(True)
     scores = D(mixed, fade)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-    return penalty_from_grad(grad, target)
+    return penalty_from_grad(grad, target, upscale)
 
 
-def penalty_from_grad(grad: torch.Tensor, target: float = GP_TARGET) -> torch.Tensor:
-    """``(||grad_n||_2 - target)**2 / target**2`` per sample: ``[N, C, H, W]`` -> ``[N]``."""
+def penalty_from_grad(grad: torch.Tensor, target: float = GP_TARGET, upscale: int = 1) -> torch.Tensor:
+    """``(||grad_n||_2 / upscale - target)**2 / target**2`` per sample: ``[N, C, H, W]`` -> ``[N]``."""
     norms = (grad.square().sum(dim=(1, 2, 3)) + _NORM_EPS).sqrt()
+    if upscale != 1:
+        norms = norms / upscale
     return (norms - target).square() / target**2
+
+
+def penalty_upscale(gp_resolution: str, resolution: int, res: int) -> int:
+    """The ``upscale`` of :func:`gradient_penalty` for a run of final ``resolution`` training at
+    ``res``: ``R / res`` for ``"full"`` (the authors'), 1 for ``"current"``."""
+    if gp_resolution == "full":
+        return resolution // res
+    if gp_resolution == "current":
+        return 1
+    raise ValueError(f"gp_resolution must be 'full' or 'current', got {gp_resolution!r}")
 
 
 def combine_d_loss(
@@ -83,8 +105,10 @@ def d_loss_wgan_gp(
     drift: float = DRIFT,
     target: float = GP_TARGET,
     alpha: torch.Tensor | None = None,
+    upscale: int = 1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Discriminator loss (scalar) and detached statistics.
+    """Discriminator loss (scalar) and detached statistics (``upscale``: see
+    :func:`gradient_penalty`).
 
     ``fake`` is detached here: this loss trains D only. Real and fake are scored in separate
     passes, as the authors do, because minibatch stddev mixes the samples of a batch.
@@ -92,7 +116,7 @@ def d_loss_wgan_gp(
     """
     real_scores = D(real, fade)
     fake_scores = D(fake.detach(), fade)
-    gp = gradient_penalty(D, real, fake, fade, target=target, alpha=alpha)
+    gp = gradient_penalty(D, real, fake, fade, target=target, alpha=alpha, upscale=upscale)
     return combine_d_loss(real_scores, fake_scores, gp, gp_lambda, drift)
 
 

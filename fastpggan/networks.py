@@ -101,7 +101,9 @@ class Generator(_Growable):
         self.normalize_latent = PixelNorm()
         # Gain sqrt(2)/4 on the first dense layer follows the authors' code (it matched their
         # earlier Theano version); pixel norm right after makes the output scale-free anyway.
-        self.dense = EqualizedLinear(latent_dim, c0 * 16, gain=SQRT2 / 4, act="linear", impl=impl)
+        # As theirs, the dense layer has no bias of its own: one bias per channel (not per
+        # channel and pixel) is added after the reshape to 4x4.
+        self.dense = EqualizedLinear(latent_dim, c0 * 16, gain=SQRT2 / 4, act="linear", impl=impl, bias=False)
         self.dense_bias = nn.Parameter(torch.zeros(c0))
         self.conv4 = EqualizedConv2d(c0, c0, 3, act="lrelu_pixelnorm", impl=impl)
         self.blocks = nn.ModuleList([nn.Identity()])  # index 0 is the 4x4 block above

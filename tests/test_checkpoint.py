@@ -189,3 +189,21 @@ def test_leftover_temp_files_are_cleaned(tmp_path):
     # a locked run folder: every temp is a leftover
     assert set(clean_temp_files(tmp_path, owned=True)) == {mine, cache_live, cache_other_host}
     assert [p.name for p in tmp_path.iterdir()] == ["notes.tmp"]
+
+
+def test_checkpoint_with_the_old_generator_layer_is_refused_in_one_line(tmp_path, capsys):
+    # Before G's first layer matched the authors' (one bias per channel), it also had a bias per
+    # channel and pixel, "dense.bias". Such checkpoints cannot be converted exactly: refused.
+    from fastpggan import Generator
+    from fastpggan.__main__ import main
+
+    G = Generator(8, latent_dim=8, fmap_base=32, fmap_max=8, impl="reference")
+    old = {**G.state_dict(), "dense.bias": torch.zeros(16 * 8)}
+    path = save_checkpoint({"format": FORMAT, "G": old, "G_ema": old, "config": {}, "progress": {"images": 0}},
+                           tmp_path / checkpoint_name(0, 8))
+    with pytest.raises(CheckpointError, match="bias per pixel in its first layer.*start a new run"):
+        load_checkpoint(path)
+    assert main(["generate", "--ckpt", str(path), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be converted exactly" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err

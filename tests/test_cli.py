@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def finished_run(tmp_path_factory) -> Path:
     """A finished 8px run (one checkpoint per phase end)."""
     out = tmp_path_factory.mktemp("run8") / "run"
-    assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", *TINY]) == 0
+    assert main(["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.008", "--stable-kimg", "0.008",
+                 "--total-kimg", "0.024", *TINY]) == 0
     return out
 
 
@@ -61,8 +63,12 @@ def _bad_inputs(tmp: Path, run8: Path) -> dict[str, tuple[list[str], str]]:
         "res not a number": (["--res", "big", "--out", out], "invalid int value"),
         "missing data": (["--data", str(tmp / "nope"), "--out", out], "does not exist"),
         "empty data": (["--data", str(tmp / "empty"), "--out", out], "holds no files"),
-        "kimg zero": (["--kimg-per-phase", "0", "--out", out], "--kimg-per-phase must be a finite number in (0, "),
-        "kimg negative": (["--kimg-per-phase", "-3", "--out", out], "--kimg-per-phase must be a finite number in (0, "),
+        "fade negative": (["--fade-kimg", "-3", "--out", out], "--fade-kimg must be a finite number in [0, "),
+        "stable negative": (["--stable-kimg", "-1", "--out", out], "--stable-kimg must be a finite number in [0, "),
+        "total zero": (["--total-kimg", "0", "--out", out], "--total-kimg must be a finite number in (0, "),
+        "no fade nor stable": (["--fade-kimg", "0", "--stable-kimg", "0", "--out", out], "cannot both be 0"),
+        "total too short": (["--res", "32", "--total-kimg", "2000", "--out", out], "ends before 32px is reached"),
+        "old flag": (["--kimg-per-phase", "8", "--out", out], "unrecognized arguments: --kimg-per-phase"),
         "unwritable out": (["--out", str(tmp / "afile" / "run")], "not writable"),
         "out is a file": (["--out", str(tmp / "afile")], "not a folder"),
         "bad batch": (["--batch", "4:x", "--out", out], "--batch"),
@@ -71,7 +77,9 @@ def _bad_inputs(tmp: Path, run8: Path) -> dict[str, tuple[list[str], str]]:
         "missing checkpoint": (["--resume", str(tmp / "no.pt"), "--out", out], "does not exist"),
         "crafted pickle": (["--res", "8", "--resume", str(evil), "--out", out], "refusing to load"),
         "run exists": (["--res", "8", "--out", str(run8)], "already holds a run"),
-        "bad lr": (["--lr", "0", "--out", out], "--lr must be a finite number in (0, 1]"),
+        "bad lr": (["--lr", "0", "--out", out], "--lr must be one rate"),
+        "bad lr override": (["--lr", "0.001,1024:x", "--out", out], "--lr must be one rate"),
+        "bad gp resolution": (["--gp-resolution", "half", "--out", out], "invalid choice: 'half'"),
         "bad ema": (["--ema-beta", "1", "--out", out], "--ema-beta"),
         "cudagraphs on the CPU": (["--compile-backend", "cudagraphs", "--device", "cpu", "--out", out],
                                   "CUDA graphs need a CUDA device"),
@@ -116,10 +124,13 @@ def test_train_py_help_and_bad_input_in_a_subprocess(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     help_ = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, env=env)
     assert help_.returncode == 0
-    for flag in ("--res", "--data", "--out", "--kimg-per-phase", "--batch", "--resume", "--seed", "--device",
-                 "--fmap-max", "--fmap-base", "--lr", "--no-mirror", "--compile-backend"):
+    for flag in ("--res", "--data", "--out", "--fade-kimg", "--stable-kimg", "--total-kimg", "--batch",
+                 "--resume", "--seed", "--device", "--fmap-max", "--fmap-base", "--lr", "--no-mirror",
+                 "--gp-resolution", "--compile-backend"):
         assert flag in help_.stdout
-    assert "(default: 256)" in help_.stdout and "(default: 600.0)" in help_.stdout
+    assert "--kimg-per-phase" not in help_.stdout and "--final-kimg" not in help_.stdout
+    assert "(default: 256)" in help_.stdout and "(default: 600, the authors')" in help_.stdout
+    assert "(default: 12000, the authors')" in help_.stdout and "1024:0.0015" in help_.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "--res", "12", "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
@@ -128,19 +139,26 @@ def test_train_py_help_and_bad_input_in_a_subprocess(tmp_path):
 
 def test_resume_auto_continues_and_other_flags_parse(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", "--no-mirror", "--seed", "3", *TINY]
-    assert main(args + ["--resume", "auto"]) == 0  # nothing to resume yet: starts fresh
+    args = ["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.008", "--stable-kimg", "0.008",
+            "--no-mirror", "--seed", "3", "--lr", "0.002,8:0.003", "--gp-resolution", "current", *TINY]
+    assert main(args + ["--total-kimg", "0.024", "--resume", "auto"]) == 0  # nothing to resume yet: starts fresh
     first = sorted(p.name for p in out.glob("ckpt-*.pt"))
-    assert main(args[:-len(TINY)] + ["--final-kimg", "0.016", "--resume", "auto", *TINY]) == 0
+    # A longer total continues the finished run at the final resolution.
+    assert main(args + ["--total-kimg", "0.04", "--resume", "auto"]) == 0
     assert "resuming from" in capsys.readouterr().out
     after = sorted(p.name for p in out.glob("ckpt-*.pt"))
     assert after[-1] == "ckpt-00000.040kimg-8px.pt" and after != first
+    phases = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    phases = [(r["res"], r["lr"]) for r in phases if r["kind"] == "phase"]
+    assert phases == [(4, 0.002), (8, 0.003), (8, 0.003)]  # the resumed run logs its phase too
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["gp_resolution"] == "current" and cfg["lr"]["8"] == 0.003 and cfg["total_kimg"] == 0.04
 
 
 def test_train_says_which_fused_ops_once_and_warns_nothing_on_cpu(tmp_path, capsys, recwarn):
     out = tmp_path / "run"
-    assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", "--device", "cpu",
-                 *TINY]) == 0
+    assert main(["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.008", "--stable-kimg", "0.008",
+                 "--total-kimg", "0.024", "--device", "cpu", *TINY]) == 0
     lines = capsys.readouterr().out.splitlines()
     fused = [line for line in lines if line.startswith("fused ops: ")]
     assert fused == ["fused ops: PyTorch reference (CPU; the Triton kernels run on CUDA GPUs)"]

@@ -17,9 +17,11 @@ from fastpggan.training import collapse as collapse_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# res 16 = phases 4, 8, 16 of 32 + 64 + 64 images (batch 8); ticks every 48 images: at 48 (8 px
-# fade), 96 (8 px phase end) and 144 (16 px, stable, not a phase end).
-TINY = ["--res", "16", "--kimg-per-phase", "0.064", "--tick-kimg", "0.048", "--log-kimg", "0.048",
+# res 16 = 4 px for 32 images, 8 and 16 px 32 fading + 32 stable each (batch 8; a phase ends one
+# step after its images are used up: at 40 and 104); ticks every 48 images: at 48 (8 px fade),
+# 96 (8 px stable) and 144 (16 px, stable, not a phase end).
+TINY = ["--res", "16", "--fade-kimg", "0.032", "--stable-kimg", "0.032", "--total-kimg", "0.16",
+        "--tick-kimg", "0.048", "--log-kimg", "0.048",
         "--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
         "--num-faces", "64", "--workers", "0", "--grid", "2", "--no-tensorboard"]
 
@@ -92,7 +94,7 @@ def test_a_collapsed_generator_warns_once_during_training(tmp_path, monkeypatch)
     # watch from the first tick, warn after 2 low ones: the tiny run has 3 ticks
     monkeypatch.setattr(collapse_mod, "CollapseWatch", functools.partial(CollapseWatch, patience=2, arm_ticks=0))
     cfg = TrainConfig(
-        resolution=16, num_faces=64, out=str(tmp_path / "run"), kimg_per_phase=0.064,
+        resolution=16, num_faces=64, out=str(tmp_path / "run"), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.16,
         batch={r: 8 for r in (4, 8, 16)}, latent_dim=16, fmap_base=64, fmap_max=16, grid=2,
         tick_kimg=0.048, log_kimg=0.048, tensorboard=False, progress=False,
     )
@@ -117,7 +119,8 @@ def test_the_shortened_quick_run_does_not_warn_and_covers_hair_colours(tmp_path,
     development CPU: no warning, final hair coverage 0.51 (0.22 to 0.51 over its 16 px ticks);
     a one-hair-colour collapse scores at most 0.16."""
     out = tmp_path / "quick"
-    assert main(["train", "--res", "16", "--kimg-per-phase", "4", "--batch", "16", "--lr", "2e-3",
+    assert main(["train", "--res", "16", "--fade-kimg", "2", "--stable-kimg", "2", "--total-kimg", "10",
+                 "--batch", "16", "--lr", "2e-3",
                  "--fmap-base", "512", "--fmap-max", "64", "--latent-dim", "64", "--num-faces", "2000",
                  "--ema-beta", "0.99", "--tick-kimg", "1", "--no-tensorboard", "--out", str(out)]) == 0
     console = capsys.readouterr()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastpggan.data import DataError, RealBatches, load_data, open_source, render_face, step_batch
+from fastpggan.data import DataError, EpochDraws, RealBatches, load_data, open_source, render_face, step_batch
 from fastpggan.data.images import center_crop, halve, open_image, to_rgb, to_square_array, UnreadableImage
 
 
@@ -196,14 +196,14 @@ def test_builtin_faces_source_levels():
     np.testing.assert_array_equal(data.levels[16][2], np.asarray(render_face(2, 16)))
 
 
-def test_real_batches_depend_only_on_seed_and_step():
+def test_real_batches_depend_only_on_seed_and_images_seen():
     images = np.random.default_rng(0).integers(0, 255, (10, 4, 4, 3), np.uint8)
-    on_device = RealBatches(images, 4, seed=5, start_step=3, device="cpu")
-    loader = RealBatches(images, 4, seed=5, start_step=3, device="cpu", workers=1, device_bytes=0)
+    on_device = RealBatches(images, 4, seed=5, start_images=12, device="cpu")
+    loader = RealBatches(images, 4, seed=5, start_images=12, device="cpu", workers=1, device_bytes=0)
     assert on_device.on_device and not loader.on_device
-    for step in range(3, 6):
+    for first in range(12, 24, 4):
         (x1, f1), (x2, f2) = next(on_device), next(loader)
-        idx, flip = step_batch(5, step, 10, 4)
+        idx, flip = step_batch(5, first, 10, 4)
         assert torch.equal(x1, x2) and torch.equal(f1, f2) and torch.equal(f1, flip)
         assert torch.equal(x1, torch.from_numpy(images[idx.numpy()]))
     assert not torch.equal(step_batch(5, 0, 10, 4)[0], step_batch(6, 0, 10, 4)[0])
@@ -266,3 +266,31 @@ def test_disk_full_while_caching_leaves_nothing_partial(tmp_path, monkeypatch):
         load_data(open_source(None, 8), 8, cache_dir=tmp_path / "cache")
     assert "\n" not in str(e.value) and str(tmp_path / "cache") in str(e.value)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("n,batch", [(10, 4), (7, 3), (5, 8), (1, 2)])
+def test_reals_are_drawn_epoch_by_epoch_without_replacement(n, batch):
+    # Concatenating the steps' draws gives epoch after epoch, each a permutation of the images,
+    # each in its own order; a step may straddle two epochs (and, with batch > n, more).
+    draws = EpochDraws(seed=3, n=n)
+    steps = [step_batch(3, k * batch, n, batch) for k in range(6 * n // batch + 2)]
+    idx = torch.cat([i for i, _ in steps])
+    flip = torch.cat([f for _, f in steps])
+    epochs = idx.numel() // n
+    assert epochs >= 3
+    for e in range(epochs):
+        chunk = idx[e * n:(e + 1) * n]
+        assert sorted(chunk.tolist()) == list(range(n))  # every image once per epoch
+        perm, flips = draws.order(e)
+        assert torch.equal(chunk, perm) and torch.equal(flip[e * n:(e + 1) * n], flips)
+    if n >= 5:
+        assert not torch.equal(draws.order(0)[0], draws.order(1)[0])  # reshuffled every epoch
+        assert 0 < int(flip.sum()) < flip.numel()
+    # Ranks take consecutive runs of one step's draws.
+    two = [step_batch(3, 2 * batch, n, batch, rank=r)[0] for r in (0, 1)]
+    assert torch.equal(torch.cat(two), draws.take(2 * batch, 2 * batch)[0])
+
+
+def test_epoch_draws_need_images():
+    with pytest.raises(ValueError, match="at least one image"):
+        EpochDraws(0, 0)

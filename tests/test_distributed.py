@@ -25,7 +25,7 @@ from fastpggan.training.distributed import Distributed, param_digest, rank_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 # res 8 = a 4px phase (16 images) and an 8px phase (16 fading, 16 stable): a growth step.
-TINY = ["--res", "8", "--kimg-per-phase", "0.032", "--tick-kimg", "0.016", "--log-kimg", "0.008",
+TINY = ["--res", "8", "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--total-kimg", "0.048", "--tick-kimg", "0.016", "--log-kimg", "0.008",
         "--ckpt-ticks", "1", "--keep-ckpts", "10", "--fmap-base", "64", "--fmap-max", "16",
         "--latent-dim", "16", "--num-faces", "32", "--workers", "0", "--grid", "2",
         "--no-tensorboard", "--device", "cpu"]
@@ -50,9 +50,9 @@ def _join(rank: int, port: int) -> Distributed:
 
 
 def test_each_rank_takes_its_slice_of_one_global_draw():
-    idx0, flip0 = step_batch(3, 7, 50, 4, rank=0, world_size=2)
-    idx1, flip1 = step_batch(3, 7, 50, 4, rank=1, world_size=2)
-    idx, flip = step_batch(3, 7, 50, 8)
+    idx0, flip0 = step_batch(3, 56, 50, 4, rank=0)
+    idx1, flip1 = step_batch(3, 56, 50, 4, rank=1)
+    idx, flip = step_batch(3, 56, 50, 8)
     assert torch.equal(torch.cat([idx0, idx1]), idx) and torch.equal(torch.cat([flip0, flip1]), flip)
     assert not torch.equal(idx0, idx1)
     assert rank_seed(5, 0) == 5 and len({rank_seed(5, r) for r in range(4)}) == 4
@@ -134,7 +134,8 @@ def test_two_ranks_average_the_per_rank_gradients_penalty_included(tmp_path):
         real, z_d, alpha, _ = _half(h)
         with torch.no_grad():
             fake = G(z_d, 8, torch.tensor(FADE))
-        losses.append(d_loss_wgan_gp(D, real, fake, torch.tensor(FADE), alpha=alpha)[0])
+        # TrainSteps' default penalty is the authors': norm w.r.t. the 16x16 image, k = 16 / 8.
+        losses.append(d_loss_wgan_gp(D, real, fake, torch.tensor(FADE), alpha=alpha, upscale=2)[0])
     ((losses[0] + losses[1]) / 2).backward()
     for e, p in zip(expected, D.parameters()):
         if e is not None:
@@ -154,7 +155,7 @@ def test_two_ranks_average_the_per_rank_gradients_penalty_included(tmp_path):
 
 # --- a signal on one rank ------------------------------------------------------------------------
 def _tiny_config(out: Path) -> TrainConfig:
-    return TrainConfig(resolution=8, num_faces=16, out=str(out), kimg_per_phase=0.064, batch={4: 4, 8: 4},
+    return TrainConfig(resolution=8, num_faces=16, out=str(out), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.096, batch={4: 4, 8: 4},
                        latent_dim=16, fmap_base=64, fmap_max=16, grid=2, tick_kimg=1.0, log_kimg=1.0,
                        tensorboard=False, progress=False)
 
@@ -223,8 +224,12 @@ def test_torchrun_two_processes_across_growth_then_resume(tmp_path, capsys):
     # Rank 0 alone prints and writes: one config, one log, one set of checkpoints and grids.
     assert proc.stdout.count("training 8px on 2 cpu processes") == 1 and proc.stdout.count("done:") == 1
     names = sorted(p.name for p in a.iterdir())
-    ckpts = ["ckpt-00000.016kimg-8px.pt", "ckpt-00000.032kimg-8px.pt", "ckpt-00000.048kimg-8px.pt"]
-    grids = ["grid-4px-00000.016kimg.png", "grid-8px-00000.032kimg.png", "grid-8px-00000.048kimg.png"]
+    # A tick at 16 images (still 4px: the authors' schedule takes one more 4px step there), the
+    # 4px phase end at 24, a tick at 32, the end at 48.
+    ckpts = ["ckpt-00000.016kimg-4px.pt", "ckpt-00000.024kimg-8px.pt", "ckpt-00000.032kimg-8px.pt",
+             "ckpt-00000.048kimg-8px.pt"]
+    grids = ["grid-4px-00000.016kimg.png", "grid-4px-00000.024kimg.png", "grid-8px-00000.032kimg.png",
+             "grid-8px-00000.048kimg.png"]
     assert names == sorted(["cache", "config.json", "log.jsonl", *ckpts, *grids])
     recs = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
     events = [r["event"] for r in recs if r["kind"] == "event"]
@@ -242,7 +247,7 @@ def test_torchrun_two_processes_across_growth_then_resume(tmp_path, capsys):
     # Resume under 2 processes from the checkpoint at the end of 4px: the same weights as
     # the run that was not interrupted.
     b = tmp_path / "b"
-    proc = _torchrun("--out", str(b), "--batch", "4", "--resume", str(a / ckpts[0]), *TINY, cwd=tmp_path)
+    proc = _torchrun("--out", str(b), "--batch", "4", "--resume", str(a / ckpts[1]), *TINY, cwd=tmp_path)
     assert "resuming from" in proc.stdout and "reseeded" not in proc.stdout
     wa, wb = _final_weights(a), _final_weights(b)
     assert wa.keys() == wb.keys()
@@ -251,10 +256,10 @@ def test_torchrun_two_processes_across_growth_then_resume(tmp_path, capsys):
 
     # 2 -> 1 process: continues from the same checkpoint, latents reseeded (the note says so).
     c = tmp_path / "c"
-    assert main(["train", "--out", str(c), "--batch", "8", "--resume", str(a / ckpts[0]), *TINY]) == 0
+    assert main(["train", "--out", str(c), "--batch", "8", "--resume", str(a / ckpts[1]), *TINY]) == 0
     assert "note: resumed from 2 to 1 processes; latents reseeded" in capsys.readouterr().out
     state = load_checkpoint(latest_checkpoint(c))
-    assert state["progress"]["images"] == 48 and state["progress"]["step"] == 2 + 4
+    assert state["progress"]["images"] == 48 and state["progress"]["step"] == 3 + 3
     assert "ranks" not in state and "gen_ranks" not in state["rng"]
     assert json.loads((c / "log.jsonl").read_text().splitlines()[0])["event"] == "resume"
 
@@ -263,7 +268,7 @@ def test_torchrun_resumes_a_single_process_checkpoint(tmp_path):
     single = tmp_path / "single"
     assert main(["train", "--out", str(single), "--batch", "8", *TINY]) == 0
     first = list_checkpoints(single)[0]
-    assert first.name == "ckpt-00000.016kimg-8px.pt"
+    assert first.name == "ckpt-00000.016kimg-4px.pt"
     two = tmp_path / "two"
     proc = _torchrun("--out", str(two), "--batch", "4", "--resume", str(first), *TINY, cwd=tmp_path)
     assert proc.stdout.count("note: resumed from 1 to 2 processes; latents reseeded") == 1

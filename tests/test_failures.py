@@ -22,7 +22,7 @@ from fastpggan.training.checkpoint import list_checkpoints, load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
         "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard"]
-RUN8 = ["train", "--res", "8", "--kimg-per-phase", "0.016", *TINY]
+RUN8 = ["train", "--res", "8", "--fade-kimg", "0.008", "--stable-kimg", "0.008", "--total-kimg", "0.024", *TINY]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,16 +84,16 @@ def test_resume_applies_allowed_changes_records_them_and_refuses_the_rest(tmp_pa
     assert main([*RUN8, "--out", str(out)]) == 0
     log_before = (out / "log.jsonl").read_text()
     # refused: one line, exit 2, nothing written
-    assert main([*RUN8, "--out", str(out), "--seed", "5", "--final-kimg", "0.016", "--resume", "auto"]) == 2
+    assert main([*RUN8, "--out", str(out), "--seed", "5", "--total-kimg", "0.04", "--resume", "auto"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed 5 (checkpoint: 0)" in err[0] and "another --out" in err[0]
     assert (out / "log.jsonl").read_text() == log_before
     # allowed: the learning rate really changes in both optimizers, and is recorded
-    assert main([*RUN8, "--out", str(out), "--lr", "0.004", "--final-kimg", "0.016", "--tick-kimg", "0.008",
+    assert main([*RUN8, "--out", str(out), "--lr", "0.004", "--total-kimg", "0.04", "--tick-kimg", "0.008",
                  "--resume", "auto"]) == 0
     ev = _events(out, "resume")[-1]
-    assert ev["changed"]["lr"] == [0.001, 0.004] and ev["changed"]["final_kimg"] == [0.0, 0.016]
-    assert ev["changed"]["tick_kimg"] == [50.0, 0.008] and set(ev["changed"]) == {"lr", "final_kimg", "tick_kimg"}
+    assert set(ev["changed"]["lr"][1].values()) == {0.004} and ev["changed"]["total_kimg"] == [0.024, 0.04]
+    assert ev["changed"]["tick_kimg"] == [50.0, 0.008] and set(ev["changed"]) == {"lr", "total_kimg", "tick_kimg"}
     # the new tick interval counts from where the run was (a tick at 32 images, not at 50 kimg)
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in recs if r["kind"] == "tick"] == [0.032]
@@ -101,20 +101,20 @@ def test_resume_applies_allowed_changes_records_them_and_refuses_the_rest(tmp_pa
     assert state["progress"]["images"] == 40
     for opt in ("opt_g", "opt_d"):
         assert {g["lr"] for g in state[opt]["param_groups"]} == {0.004}
-    assert "lr 0.001 -> 0.004" in capsys.readouterr().out
+    assert "lr 0.001,1024:0.0015 -> 0.004" in capsys.readouterr().out
 
 
 def test_shorter_schedule_than_the_run_has_seen_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main([*RUN8, "--out", str(out), "--final-kimg", "0.032"]) == 0
-    assert main([*RUN8, "--out", str(out), "--resume", "auto"]) == 2  # final-kimg back to 0
+    assert main([*RUN8, "--out", str(out), "--total-kimg", "0.056"]) == 0
+    assert main([*RUN8, "--out", str(out), "--resume", "auto"]) == 2  # total back to 0.024: before where the run is
     assert "the new schedule ends at" in capsys.readouterr().err
 
 
 # --- numbers ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("flag, value", [
-    ("--lr", "nan"), ("--lr", "inf"), ("--kimg-per-phase", "inf"), ("--kimg-per-phase", "nan"),
-    ("--final-kimg", "1e999"), ("--ema-beta", "nan"), ("--tick-kimg", "1e-9"), ("--log-kimg", "0"),
+    ("--lr", "nan"), ("--lr", "inf"), ("--fade-kimg", "inf"), ("--stable-kimg", "nan"),
+    ("--total-kimg", "1e999"), ("--ema-beta", "nan"), ("--tick-kimg", "1e-9"), ("--log-kimg", "0"),
     ("--metric-every", "nan"), ("--metric-every", "-1"), ("--seed", str(2**70)), ("--grid", "100000"), ("--latent-dim", str(10**12)),
     ("--num-faces", str(10**12)), ("--batch", "99999999"), ("--keep-ckpts", "0"),
 ])
@@ -143,7 +143,7 @@ def test_non_finite_losses_stop_with_the_last_finite_checkpoint(tmp_path, capsys
     monkeypatch.setattr(TrainSteps, "g_step", diverging)
     out = tmp_path / "run"
     args = [*RUN8, "--out", str(out), "--tick-kimg", "0.008", "--ckpt-ticks", "1", "--keep-ckpts", "2",
-            "--final-kimg", "0.08"]
+            "--total-kimg", "0.104"]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite losses" in err[0] and "ckpt-00000.040kimg-8px.pt" in err[0]
@@ -186,7 +186,7 @@ def test_resume_auto_falls_back_from_a_damaged_checkpoint_and_says_so(tmp_path, 
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main([*RUN8, "--out", str(out), "--final-kimg", "0.016", "--resume", "auto"]) == 0
+    assert main([*RUN8, "--out", str(out), "--total-kimg", "0.04", "--resume", "auto"]) == 0
     said = capsys.readouterr().out
     assert f"{newest.name}' is damaged" in said and "resuming from the newest good one" in said
     assert (out / (newest.name + ".damaged")).exists()

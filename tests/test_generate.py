@@ -22,7 +22,7 @@ TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch"
 def ckpt(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gen") / "run"
     with torch_threads(1):
-        assert main(["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.016", *TINY]) == 0
+        assert main(["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.008", "--stable-kimg", "0.008", "--total-kimg", "0.024", *TINY]) == 0
     return latest_checkpoint(out)
 
 

@@ -222,7 +222,7 @@ def test_end_to_end_flags_are_train_flags_reaching_the_top(run, tmp_path) -> Non
 
     args = build_parser().parse_args(["train", *plan.train_flags(run), "--out", str(tmp_path)])
     assert args.res == run.res
-    schedule = Schedule(args.res, args.kimg_per_phase, args.final_kimg)
+    schedule = Schedule(args.res, args.fade_kimg, args.stable_kimg, args.total_kimg)
     top = schedule.phases[-1]
     assert top.res == run.res and top.end - top.start == round(
         (run.fade_kimg + run.stable_kimg + run.final_kimg) * 1000)

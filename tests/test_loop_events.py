@@ -26,7 +26,8 @@ def data():
 @pytest.fixture
 def trainer(tmp_path, data):
     # tiny_config: batch 8; 4px = 32 images (stable only), 8px and 16px = 32 fade + 32 stable;
-    # a record every 20 images, a tick every 50.
+    # a record every 20 images, a tick every 50. A phase ends after the step taken once its
+    # images are used up (the step from 32 still trains 4px, as in the authors' schedule).
     t = Trainer(tiny_config(tmp_path, ckpt_ticks=2), data)
     t.out.mkdir(parents=True, exist_ok=True)
     log = RunLog(t.out, tensorboard=False)
@@ -51,15 +52,17 @@ def test_due_names_what_a_step_ends(trainer) -> None:
     assert due_after_step(t, 0) == Due(log=False, tick=False, phase_end=False, metric=False)
     assert not Due(False, False, False, False).record
     assert due_after_step(t, 16) == Due(log=True, tick=False, phase_end=False, metric=False)  # 24 >= 20
-    assert due_after_step(t, 24, next_log=40) == Due(log=False, tick=False, phase_end=True, metric=False)
+    assert due_after_step(t, 24, next_log=40) == Due(log=False, tick=False, phase_end=False, metric=False)
+    assert due_after_step(t, 32, next_log=60) == Due(log=False, tick=False, phase_end=True, metric=False)
     assert due_after_step(t, 48, next_log=60) == Due(log=False, tick=True, phase_end=False, metric=False)
     last = t.schedule.total_images - 8
     assert due_after_step(t, last, next_log=10**9, next_tick=10**9).phase_end  # the run's end
     # A metric point at every metric_every images and at each phase end, only when metrics are on.
     t.cfg.metric_every = 0.04
     t.progress["next_metric"] = 40
-    assert due_after_step(t, 24, next_log=60).metric  # phase end
-    assert due_after_step(t, 32, next_log=60).metric  # 40 images
+    assert due_after_step(t, 32, next_log=60).metric  # phase end (and 40 images)
+    assert due_after_step(t, 24, next_log=60, next_metric=32).metric  # 32 images
+    assert not due_after_step(t, 24, next_log=60, next_metric=40).metric
     assert not due_after_step(t, 8, next_log=60).metric
     assert all(Due(**{k: k == name for k in ("log", "tick", "phase_end", "metric")}).record
                for name in ("log", "tick", "phase_end", "metric"))

@@ -25,7 +25,7 @@ N = 128  # images per measurement: small, so the SWD sort stays cheap on one CPU
 # 1 kimg more at 16 px, batch 16 (375 steps). Measured with seeds 0, 1 and 2: SWD of G_ema
 # falls by 35 to 40 % from its initialisation (the authors' lr 1e-3 at batch 32 over fewer
 # steps left this tiny model at its initial SWD for two seeds of three).
-RUN = ["--res", "16", "--kimg-per-phase", "2", "--final-kimg", "1", "--batch", "16",
+RUN = ["--res", "16", "--fade-kimg", "1", "--stable-kimg", "1", "--total-kimg", "6", "--batch", "16",
        "--lr", "2e-3", "--fmap-base", "512", "--fmap-max", "64", "--latent-dim", "64",
        "--ema-beta", "0.99", "--num-faces", "1000", "--workers", "0", "--grid", "2",
        "--no-tensorboard", "--tick-kimg", "100", "--log-kimg", "1", "--keep-ckpts", "10"]

@@ -159,7 +159,11 @@ def test_mbstd_gradients(n: int) -> None:
 def test_equalized_layer_gradients() -> None:
     conv = EqualizedConv2d(3, 4, 3, act="lrelu_pixelnorm").double()
     lin = EqualizedLinear(5, 3, act="lrelu").double()
-    for layer, x in ((conv, _rand(2, 3, 4, 5)), (lin, _rand(4, 5))):
+    no_bias = EqualizedLinear(5, 6, bias=False).double()
+    assert [n for n, _ in no_bias.named_parameters()] == ["weight"]
+    with pytest.raises(ValueError, match="without bias must be linear"):
+        EqualizedLinear(5, 3, act="lrelu", bias=False)
+    for layer, x in ((conv, _rand(2, 3, 4, 5)), (lin, _rand(4, 5)), (no_bias, _rand(4, 5))):
         params = tuple(p.detach().clone().requires_grad_(True) for p in layer.parameters())
         names = [n for n, _ in layer.named_parameters()]
 
@@ -190,11 +194,14 @@ def test_tiny_discriminator_penalty_gradcheck() -> None:
 # ---------------------------------------------------------------- networks
 
 
-@pytest.mark.parametrize("net", ["G", "D"])
-def test_parameter_count_at_1024_matches_paper(net: str) -> None:
+@pytest.mark.parametrize("net,want", [("G", 23_079_115), ("D", 23_087_249)])
+def test_parameter_count_at_1024_matches_authors(net: str, want: int) -> None:
+    # The authors' networks at 1024 (paper Table 2: about 23.1M each). G's first dense layer
+    # has no bias of its own, only one per channel after the reshape to 4x4.
     model = Generator(1024) if net == "G" else Discriminator(1024)
-    count = sum(p.numel() for p in model.parameters())
-    assert abs(count - 23.1e6) / 23.1e6 < 0.01, count
+    assert sum(p.numel() for p in model.parameters()) == want
+    if net == "G":
+        assert model.dense.bias is None and model.dense_bias.shape == (512,)
 
 
 def test_channel_rule() -> None:

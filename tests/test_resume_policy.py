@@ -21,13 +21,17 @@ from fastpggan.training.resume_policy import (
 )
 
 
+# 4 px to 4 kimg; 8 px fades to 8 and is stable to 12; 16 px fades to 16, then trains to 20 kimg.
+SCHEDULE_16 = dict(fade_kimg=4, stable_kimg=4, total_kimg=20)
+
+
 def _stored(**kw) -> dict:
     """A config as a checkpoint stores it (through JSON: string keys, lists)."""
-    return json.loads(json.dumps(TrainConfig(resolution=16, kimg_per_phase=8, **kw).to_dict()))
+    return json.loads(json.dumps(TrainConfig(resolution=16, **{**SCHEDULE_16, **kw}).to_dict()))
 
 
 def _new(**kw) -> TrainConfig:
-    return TrainConfig(resolution=16, **{"kimg_per_phase": 8, **kw})
+    return TrainConfig(resolution=16, **{**SCHEDULE_16, **kw})
 
 
 def test_every_setting_has_a_rule():
@@ -46,8 +50,9 @@ def test_same_settings_change_nothing():
 
 
 def test_allowed_changes_are_returned_with_old_and_new():
-    changes = resume_changes(_stored(), _new(lr=0.01, batch={4: 8, 8: 8, 16: 8}, tick_kimg=3.0), 5000)
-    assert changes["lr"] == [0.001, 0.01] and changes["tick_kimg"] == [50.0, 3.0]
+    lr = {r: 0.01 for r in TrainConfig().lr}
+    changes = resume_changes(_stored(), _new(lr=lr, batch={4: 8, 8: 8, 16: 8}, tick_kimg=3.0), 5000)
+    assert changes["lr"][1] == lr and changes["lr"][0][16] == 0.001 and changes["tick_kimg"] == [50.0, 3.0]
     assert changes["batch"][1] == {4: 8, 8: 8, 16: 8} and set(changes) == {"lr", "batch", "tick_kimg"}
 
 
@@ -66,16 +71,15 @@ def test_num_faces_only_matters_for_the_built_in_faces():
 
 
 @pytest.mark.parametrize("images, kw, ok", [
-    (1000, dict(kimg_per_phase=10), True),    # still in the 4x4 phase: fine
-    (6000, dict(kimg_per_phase=10), False),   # mid-fade at 8 px: the fade would jump
-    (6000, dict(kimg_per_phase=4), False),    # would skip ahead to 16 px
-    (20000, dict(kimg_per_phase=4), False),   # the new schedule has already ended
-    (20000, dict(final_kimg=15), True),       # finished at 16 px: training longer is fine
-    (26000, dict(final_kimg=2), False),       # shorter, ending before where the run is
-    (26000, dict(final_kimg=7), True),        # shorter, still ahead
+    (1000, dict(fade_kimg=5, stable_kimg=5), True),   # still in the 4x4 phase: fine
+    (6000, dict(fade_kimg=5, stable_kimg=5), False),  # mid-fade at 8 px: the fade would jump
+    (6000, dict(fade_kimg=2, stable_kimg=2), False),  # would skip ahead to 16 px
+    (20000, dict(total_kimg=35), True),               # finished at 16 px: training longer is fine
+    (26000, dict(total_kimg=22), False),              # shorter, ending before where the run is
+    (26000, dict(total_kimg=27), True),               # shorter, still ahead
 ])
 def test_schedule_changes_only_where_the_run_stays_put(images, kw, ok):
-    old = _stored(final_kimg=10.0) if kw.get("final_kimg") else _stored()
+    old = _stored(total_kimg=30.0) if images > 20000 else _stored()
     if ok:
         assert set(resume_changes(old, _new(**kw), images)) == set(kw)
     else:
@@ -92,12 +96,12 @@ def test_settings_the_checkpoint_predates_and_unknown_keys():
 
 def test_help_summary_names_the_flags():
     s = policy_summary()
-    assert "--seed" in s and "--kimg-per-phase" in s and "'resume' event" in s
+    assert "--seed" in s and "--total-kimg" in s and "'resume' event" in s
 
 
 @pytest.mark.parametrize("field, bad", [
-    ("lr", math.nan), ("lr", math.inf), ("lr", 0.0), ("lr", 2.0), ("kimg_per_phase", math.inf),
-    ("kimg_per_phase", -1.0), ("final_kimg", math.nan), ("ema_beta", 1.0), ("ema_beta", math.nan),
+    ("lr", {4: math.nan}), ("lr", {4: math.inf}), ("lr", {8: 0.0}), ("lr", {1024: 2.0}), ("fade_kimg", math.inf),
+    ("stable_kimg", -1.0), ("total_kimg", math.nan), ("total_kimg", 0.0), ("ema_beta", 1.0), ("ema_beta", math.nan),
     ("tick_kimg", 1e-6), ("log_kimg", 0.0004), ("seed", 2**40), ("seed", -1), ("grid", 1000),
     ("latent_dim", 10**30), ("workers", -1), ("metric_n", 1), ("batch", {4: 0, 8: 8}),
     ("metric_every", 1e-5), ("metric_every", math.inf), ("gp_every", 0),
@@ -119,5 +123,5 @@ def test_training_grid_must_fit_one_sheet():
 def test_defaults_and_edges_pass():
     check_config_numbers(TrainConfig())
     check_config_numbers(TrainConfig(tick_kimg=0.001, log_kimg=0.001, metric_every=0.001, seed=2**32 - 1,
-                                     ema_beta=0.0, lr=1.0, final_kimg=0.0))
+                                     ema_beta=0.0, lr={4: 1.0}, fade_kimg=0.0))
     assert set(LIMITS) <= set(RESUME_POLICY)  # every limited setting is a known one

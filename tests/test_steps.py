@@ -193,7 +193,7 @@ def test_changing_fade_does_not_recompile() -> None:
 
 def test_tiny_run_with_compile(tmp_path) -> None:
     out = tmp_path / "run"
-    args = ["train", "--res", "8", "--out", str(out), "--kimg-per-phase", "0.032", "--compile",
+    args = ["train", "--res", "8", "--out", str(out), "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--total-kimg", "0.048", "--compile",
             "--fmap-base", "32", "--fmap-max", "8", "--latent-dim", "8", "--batch", "8",
             "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard",
             "--tick-kimg", "0.016"]
@@ -202,20 +202,22 @@ def test_tiny_run_with_compile(tmp_path) -> None:
     assert '"compile"' in log and list(out.glob("ckpt-*.pt")) and list(out.glob("grid-8px-*.png"))
 
 
-def test_d_step_equals_the_reference_loss() -> None:
+@pytest.mark.parametrize("res,gp_resolution,upscale", [(8, "full", 1), (4, "full", 2), (4, "current", 1)])
+def test_d_step_equals_the_reference_loss(res, gp_resolution, upscale) -> None:
     # TrainSteps backpropagates the loss pass by pass (to free each graph early); the sum of the
-    # parts must be the loss of fastpggan.loss.d_loss_wgan_gp.
+    # parts must be the loss of fastpggan.loss.d_loss_wgan_gp, with the penalty's norm taken
+    # w.r.t. the full 8x8 image (upscale R/res) or the current one as asked.
     from fastpggan.loss import d_loss_wgan_gp
 
     G, D = tiny_models()
     D_ref = copy.deepcopy(D)
-    steps = make_steps(G, D, False)
-    real, z_d, alpha, _ = batch()
-    fade = torch.tensor(0.6, dtype=F64)
-    stats = steps.d_step(real, z_d, alpha, 8, fade)
+    steps = make_steps(G, D, False, gp_resolution=gp_resolution)
+    real, z_d, alpha, _ = batch(res=res)
+    fade = torch.tensor(0.6, dtype=F64) if res > 4 else 1.0
+    stats = steps.d_step(real, z_d, alpha, res, fade)
     with torch.no_grad():
-        fake = G(z_d, 8, fade)
-    loss, want = d_loss_wgan_gp(D_ref, real, fake, fade, alpha=alpha)
+        fake = G(z_d, res, fade)
+    loss, want = d_loss_wgan_gp(D_ref, real, fake, fade, alpha=alpha, upscale=upscale)
     loss.backward()
     with torch.no_grad():
         for p in D_ref.parameters():

@@ -13,10 +13,11 @@ import torch
 
 from fastpggan.__main__ import main
 from fastpggan.data import load_data, open_source
-from fastpggan.training import Schedule, TrainConfig, Trainer, latest_checkpoint, list_checkpoints, load_checkpoint
+from fastpggan.training import TrainConfig, Trainer, latest_checkpoint, list_checkpoints, load_checkpoint
 from fastpggan.training.loop import prepare_reals
 
-# Tiny model and schedule: res 16 = phases 4, 8, 16 of 8 steps each half (batch 8, 64 images).
+# Tiny model and schedule: res 16 = 4px 32 images, then 8 and 16px 32 fading + 32 stable each
+# (batch 8: a phase ends one step after its images are used up, as the authors' schedule does).
 TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
         "--num-faces", "64", "--workers", "0", "--grid", "2", "--no-tensorboard"]
 
@@ -26,27 +27,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_config(out: Path, **kw) -> TrainConfig:
     base = dict(
-        resolution=16, num_faces=64, out=str(out), kimg_per_phase=0.064, batch={r: 8 for r in (4, 8, 16)},
+        resolution=16, num_faces=64, out=str(out), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.16, batch={r: 8 for r in (4, 8, 16)},
         latent_dim=16, fmap_base=64, fmap_max=16, grid=2, tick_kimg=0.05, log_kimg=0.02,
         tensorboard=False, progress=False, cache_dir=None,
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def test_schedule_phases_and_fade():
-    s = Schedule(16, 0.064, final_kimg=0.01)
-    assert [(p.res, p.start, p.fade_images, p.end) for p in s.phases] == [
-        (4, 0, 0, 32), (8, 32, 32, 96), (16, 96, 32, 170)]
-    assert s.total_images == 170
-    assert s.at(0).phase.res == 4 and s.at(0).stable
-    p = s.at(48)
-    assert p.phase.res == 8 and not p.stable and p.fade == 0.5
-    assert s.at(64).stable and s.at(64).fade == 1.0
-    assert s.at(10_000).phase.res == 16
-    assert len({s.at(i).segment for i in range(170)}) == 5  # 4x4, then fade+stable twice
-    with pytest.raises(ValueError):
-        Schedule(16, 0)
 
 
 def test_prepare_reals_scales_mirrors_and_fades():
@@ -65,7 +51,7 @@ def test_prepare_reals_scales_mirrors_and_fades():
 
 def test_end_to_end_tiny_run_writes_everything(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--res", "16", "--out", str(out), "--kimg-per-phase", "0.064", "--tick-kimg", "0.05",
+    args = ["train", "--res", "16", "--out", str(out), "--fade-kimg", "0.032", "--stable-kimg", "0.032", "--total-kimg", "0.16", "--tick-kimg", "0.05",
             "--log-kimg", "0.02", "--ckpt-ticks", "1", "--keep-ckpts", "2", *TINY]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
@@ -79,10 +65,13 @@ def test_end_to_end_tiny_run_writes_everything(tmp_path):
     for res in (4, 8, 16):  # every phase end has a grid, small ones upscaled to be viewable
         assert any(g.startswith(f"grid-{res}px-") for g in grids)
     from PIL import Image
-    assert Image.open(out / "grid-4px-00000.032kimg.png").size == (129, 129)  # 2 x 64 px + gap
+    assert Image.open(out / "grid-4px-00000.040kimg.png").size == (129, 129)  # 2 x 64 px + gap
     recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     logs = [r for r in recs if r["kind"] == "log"]
-    assert logs and all(k in logs[0] for k in ("d_loss", "g_loss", "gp", "img_per_s", "res", "fade"))
+    assert logs and all(k in logs[0] for k in ("d_loss", "g_loss", "gp", "img_per_s", "res", "fade", "lod", "lr", "epoch"))
+    # 64 faces: the epoch is the images seen over 64; the authors' lr preset is logged per phase.
+    assert logs[-1]["epoch"] == pytest.approx(160 / 64, abs=1e-3) and logs[-1]["lod"] == 0.0
+    assert [(r["res"], r["lr"], r["batch"]) for r in recs if r["kind"] == "phase"] == [(4, 1e-3, 8), (8, 1e-3, 8), (16, 1e-3, 8)]
     assert [r["kind"] for r in recs].count("phase_end") == 3 and recs[-1]["event"] == "done"
     assert not list(out.glob(".*tmp*"))  # no temp files left over
     # Done: --resume auto on a finished run has nothing left to do.
@@ -139,8 +128,8 @@ def test_resume_is_exact(tmp_path, n_steps):
 def test_adam_state_is_reset_when_the_level_of_detail_changes(tmp_path):
     data = load_data(open_source(None, 16), 16)
     t = Trainer(tiny_config(tmp_path), data)
-    t.run(max_steps=4)  # the whole 4x4 phase: 4 Adam steps
-    assert next(iter(t.opt_g.state.values()))["step"].item() == 4
+    t.run(max_steps=5)  # the whole 4x4 phase: images 0, 8, ..., 32 (still 4x4): 5 Adam steps
+    assert next(iter(t.opt_g.state.values()))["step"].item() == 5
     t.run(max_steps=1)  # first step of the 8px fade: fresh moments
     assert next(iter(t.opt_g.state.values()))["step"].item() == 1
 
@@ -151,7 +140,7 @@ def test_trains_on_a_messy_folder(tmp_path, capsys):
     _write_mixed_folder(tmp_path / "data")
     out = tmp_path / "run"
     rc = main(["train", "--res", "8", "--data", str(tmp_path / "data"), "--out", str(out),
-               "--kimg-per-phase", "0.032", *TINY])
+               "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--total-kimg", "0.048", *TINY])
     assert rc == 0
     err = capsys.readouterr().out
     assert err.count("skipped 2 files") == 1 and err.count("smaller than 8px") == 1

@@ -86,13 +86,12 @@ E2E_DRY = TrainRun(res=16, fade_kimg=0.016, stable_kimg=0.016, final_kimg=0.16, 
 def schedule_flags(run: TrainRun) -> list[str]:
     """``run``'s schedule as train.py flags: the only code that knows those flags' names.
 
-    train.py today: ``--kimg-per-phase K`` is half fade, half stable (4 px: the stable half
-    only); ``--final-kimg`` adds stable training at the last resolution.
+    train.py: ``--fade-kimg`` and ``--stable-kimg`` per resolution (4 px: the stable part only),
+    then the last resolution trains on until ``--total-kimg``.
     """
-    if run.fade_kimg != run.stable_kimg:
-        raise ValueError("train.py's --kimg-per-phase splits a phase in equal halves")
-    return ["--kimg-per-phase", f"{run.fade_kimg + run.stable_kimg:g}",
-            "--final-kimg", f"{run.final_kimg:g}"]
+    total = run.stable_kimg + (run.res.bit_length() - 3) * (run.fade_kimg + run.stable_kimg) + run.final_kimg
+    return ["--fade-kimg", f"{run.fade_kimg:g}", "--stable-kimg", f"{run.stable_kimg:g}",
+            "--total-kimg", f"{total:g}"]
 
 
 def train_flags(run: TrainRun) -> list[str]:

@@ -4,16 +4,17 @@ Public names:
     render_face(index, size, seed)      one built-in face as a PIL RGB image (``faces``)
     open_source(data, num_faces, seed)  resolve ``--data`` into a :class:`Source` (``dataset``)
     load_data(source, R, cache_dir)     decode once -> per-resolution ``uint8`` arrays
-    RealBatches                         per-step real minibatches on the device (``feed``)
+    RealBatches, EpochDraws, step_batch per-step real minibatches, epoch by epoch (``feed``)
     DataError                           unusable data path (one-line message)
 """
 
 from fastpggan.data.dataset import DataError, ImageData, Source, load_data, open_source
 from fastpggan.data.faces import render_face
-from fastpggan.data.feed import RealBatches, step_batch
+from fastpggan.data.feed import EpochDraws, RealBatches, step_batch
 
 __all__ = [
     "DataError",
+    "EpochDraws",
     "ImageData",
     "RealBatches",
     "Source",

@@ -36,7 +36,6 @@ from fastpggan.metrics.reals import data_identity, real_batches, repeats
 from fastpggan.training.checkpoint import load_checkpoint, load_generator
 from fastpggan.training.collapse import measure_checkpoint
 from fastpggan.training.config import TrainConfig
-from fastpggan.training.schedule import Schedule
 
 DEFAULT_N = 10_000
 # ``diversity``: the collapse watch's numbers (fastpggan.metrics.diversity) on the run's own
@@ -111,7 +110,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(state["config"])
     images_seen = int(state["progress"]["images"])
     del state
-    res = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg).at(images_seen).phase.res
+    res = cfg.schedule().at(images_seen).phase.res
     try:
         check_swd_resolution(metrics, res, f"checkpoint {str(ckpt)!r}")
         check_metric_setup(metrics, args.inception_weights)

@@ -1,7 +1,7 @@
 """Progressive training: schedule, loop, checkpoints, run log.
 
 Public names:
-    TrainConfig, parse_batch, DEFAULT_BATCH        settings (``config``)
+    TrainConfig, parse_batch, parse_lr, DEFAULT_BATCH, DEFAULT_LR   settings (``config``)
     Schedule                                       images seen -> resolution and fade (``schedule``)
     Trainer, prepare_reals                         the loop (``loop``)
     TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
@@ -21,7 +21,7 @@ from fastpggan.training.checkpoint import (
     load_newest_good,
     save_checkpoint,
 )
-from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
+from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig, parse_batch, parse_lr
 from fastpggan.training.limits import LIMITS, check_config_numbers
 from fastpggan.training.loop import Trainer, prepare_reals
 from fastpggan.training.resume_policy import RESUME_POLICY, ResumeRefused, resume_changes
@@ -31,6 +31,7 @@ from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 __all__ = [
     "DEFAULT_BATCH",
+    "DEFAULT_LR",
     "LIMITS",
     "RESUME_POLICY",
     "CheckpointError",
@@ -49,6 +50,7 @@ __all__ = [
     "load_generator",
     "load_newest_good",
     "parse_batch",
+    "parse_lr",
     "prepare_reals",
     "reset_adam",
     "resume_changes",

@@ -29,7 +29,6 @@ from fastpggan.atomic import atomic_write
 from fastpggan.console import printable
 from fastpggan.networks import Generator
 from fastpggan.training.config import TrainConfig
-from fastpggan.training.schedule import Schedule
 
 FORMAT = "fastpggan-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d+\.\d{3})kimg-(\d+)px\.pt$")
@@ -126,6 +125,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {name} is damaged: its contents do not match the checksum written with it"
         )
+    _refuse_old_generator(state, name)
     return state
 
 
@@ -142,6 +142,26 @@ def load_newest_good(
         except CheckpointError as e:
             damaged.append((path, str(e)))
     return None, None, damaged
+
+
+def _refuse_old_generator(state: dict[str, Any], name: str) -> None:
+    """Refuse checkpoints whose G still has a bias per channel and pixel in its first layer.
+
+    Generators before the authors' layout added a learned ``[16 * nf(1)]`` bias to the first
+    dense layer's output (a constant 4x4 pattern per channel). The authors' G has one bias per
+    channel only; a per-pixel pattern cannot be folded into it (nor into the weights, which see
+    a pixel-normalised latent), so such weights cannot be converted without changing the
+    generator: they are refused with what to do instead.
+    """
+    for key in ("G", "G_ema"):
+        weights = state.get(key)
+        if isinstance(weights, dict) and "dense.bias" in weights:
+            raise CheckpointError(
+                f"{name} was written by an older fastpggan whose generator has a bias per "
+                "pixel in its first layer (the authors' network, used now, has one per channel): "
+                "it cannot be converted exactly; start a new run, or use fastpggan 628a3a3 or "
+                "earlier to resume or sample it"
+            )
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
@@ -166,5 +186,5 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
     G.load_state_dict(state["G_ema"])
     G.to(device).eval().requires_grad_(False)
-    pos = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg).at(state["progress"]["images"])
+    pos = cfg.schedule().at(state["progress"]["images"])
     return G, pos.phase.res, pos.fade

@@ -35,7 +35,15 @@ from fastpggan.flags import (
 from fastpggan.networks import check_resolution
 from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
-from fastpggan.training.config import DEFAULT_BATCH, TrainConfig, parse_batch
+from fastpggan.training.config import (
+    DEFAULT_BATCH,
+    DEFAULT_LR,
+    GP_RESOLUTIONS,
+    TrainConfig,
+    format_per_res,
+    parse_batch,
+    parse_lr,
+)
 from fastpggan.training.distributed import Distributed
 from fastpggan.training.limits import check_config_numbers
 from fastpggan.training.loop import Trainer
@@ -62,15 +70,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="how many built-in faces when --data is not given (default: %(default)s)")
     a("--out", default=None, metavar="DIR",
       help="run folder for config, checkpoints, grids, logs (default: runs/<data name>-<R>)")
-    a("--kimg-per-phase", type=float, default=d.kimg_per_phase, metavar="K",
-      help="thousands of images per resolution phase: the first half fades the new block in, "
-           "the second half trains it stable; 4x4 gets only the stable half (default: %(default)s)")
-    a("--final-kimg", type=float, default=d.final_kimg, metavar="F",
-      help="extra thousands of images at the final resolution after its phase (default: %(default)s)")
+    a("--fade-kimg", type=float, default=d.fade_kimg, metavar="K",
+      help="thousands of real images over which each new resolution fades in (default: %(default)g, "
+           "the authors')")
+    a("--stable-kimg", type=float, default=d.stable_kimg, metavar="K",
+      help="thousands of real images each resolution then trains stable before the next fades in; "
+           "4x4 gets only this (default: %(default)g, the authors')")
+    a("--total-kimg", type=float, default=d.total_kimg, metavar="K",
+      help="thousands of real images in the whole run: the final resolution trains on until "
+           "then; must reach it (default: %(default)g, the authors')")
     a("--batch", default=None, metavar="SPEC",
       help=f"minibatch per resolution (per process under torchrun): one size for all, or RES:SIZE overrides "
            f"(default, fits an 8 GB card: {batch})")
-    a("--lr", type=float, default=d.lr, help="Adam learning rate for G and D (default: %(default)s)")
+    a("--lr", default=None, metavar="SPEC",
+      help=f"Adam learning rate of G and D per resolution: one rate, RES:RATE overrides, or both "
+           f"(e.g. 0.002,1024:0.003) (default, the authors' one-GPU preset: {format_per_res(DEFAULT_LR)})")
     a("--seed", type=int, default=d.seed, help="seed of weights, latents and batch order (default: %(default)s)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto picks cuda when available (default: %(default)s)")
@@ -120,6 +134,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="arithmetic of the G and D passes; the gradient penalty is always fp32. auto = fp32 "
            "(Pascal GPUs run fp16 at 1/64 rate; lower precision is not yet measured to train as "
            "well elsewhere) (default: %(default)s)")
+    a("--gp-resolution", default=d.gp_resolution, choices=GP_RESOLUTIONS,
+      help="where the gradient penalty's norm is taken: full = w.r.t. the full-resolution image "
+           "the authors' networks see (computed at the current resolution), current = w.r.t. the "
+           "current-resolution image (the seed article's form) (default: %(default)s)")
     a("--gp-every", type=int, default=d.gp_every, metavar="K",
       help="take the gradient penalty every K-th D step, scaled by K (lazy regularisation; "
            "1 = every step, the authors' recipe) (default: %(default)s)")
@@ -157,6 +175,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(f"--res: {e}") from None
     try:
         batch = parse_batch(args.batch)
+        lr = parse_lr(args.lr)
     except ValueError as e:
         raise UsageError(str(e)) from None
     device = resolve_device(args.device)
@@ -188,7 +207,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     check_writable(out)
     cfg = TrainConfig(
         resolution=args.res, data=source.path or None, num_faces=args.num_faces, out=str(out),
-        kimg_per_phase=args.kimg_per_phase, final_kimg=args.final_kimg, batch=batch, lr=args.lr,
+        fade_kimg=args.fade_kimg, stable_kimg=args.stable_kimg, total_kimg=args.total_kimg,
+        batch=batch, lr=lr, gp_resolution=args.gp_resolution,
         seed=args.seed, device=device, latent_dim=args.latent_dim, fmap_base=args.fmap_base,
         fmap_max=args.fmap_max, mirror=args.mirror, ema_beta=args.ema_beta, tick_kimg=args.tick_kimg,
         ckpt_ticks=args.ckpt_ticks, keep_ckpts=args.keep_ckpts, log_kimg=args.log_kimg, grid=args.grid,
@@ -205,6 +225,10 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         check_config_numbers(cfg)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    try:  # the three lengths must make a schedule (e.g. a total past the last fade)
+        cfg.schedule()
+    except ValueError as e:
+        raise UsageError(f"--fade-kimg/--stable-kimg/--total-kimg: {e}") from None
     if args.resume is None and list_checkpoints(out):
         raise UsageError(
             f"--out {str(out)!r} already holds a run: pass --resume auto to continue it, "
@@ -326,13 +350,11 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)
-    total = trainer.schedule.total_images
     where = cfg.device if not dist.enabled else (
         f"{dist.world_size} {cfg.device} processes (global batch = {dist.world_size} x --batch)"
     )
     echo(
-        f"training {cfg.resolution}px on {where}: {len(trainer.schedule.phases)} phases, "
-        f"{total / 1000:g} kimg, run folder {out}"
+        f"training {cfg.resolution}px on {where}: {trainer.schedule.describe()}; run folder {out}"
     )
     result = trainer.run()
     if result == "interrupted":

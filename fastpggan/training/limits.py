@@ -31,10 +31,8 @@ _INTERVAL = Limit(0.001, BIG_KIMG)
 
 LIMITS: dict[str, Limit] = {
     "num_faces": Limit(1, 10_000_000, integer=True),
-    "kimg_per_phase": _KIMG,
-    "final_kimg": Limit(0.0, BIG_KIMG),
     "fade_kimg": Limit(0.0, BIG_KIMG),
-    "stable_kimg": _KIMG,
+    "stable_kimg": Limit(0.0, BIG_KIMG),
     "total_kimg": _KIMG,
     "batch": Limit(1, 65536, integer=True),
     "lr": Limit(0.0, 1.0, lo_open=True),

@@ -5,7 +5,8 @@ Per step: one D step (WGAN-GP + drift on faded, mirrored reals), one G step, one
 is reset whenever the level of detail changes (start and end of every fade), as the authors do.
 
 All randomness of a step comes from explicit sources saved in checkpoints: the real batch from
-``(seed, step)`` (:func:`fastpggan.data.step_batch`), latents and penalty mixes from one
+``(seed, images seen)`` (reals are drawn epoch by epoch: :class:`fastpggan.data.EpochDraws`),
+latents and penalty mixes from one
 ``torch.Generator`` on the device. So a run stopped after N steps and resumed for M more ends
 with exactly the weights of an uninterrupted N + M step run (on the CPU; cuDNN may differ).
 Host syncs happen only when a record is logged (every ``log_kimg``), at ticks and phase ends.
@@ -63,7 +64,7 @@ from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed, StopVote, param_digest, rank_seed
 from fastpggan.training.resume_policy import resume_changes, show_value
 from fastpggan.training.runlog import RunLog
-from fastpggan.training.schedule import Position, Schedule
+from fastpggan.training.schedule import Position
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 Fade = float | torch.Tensor
@@ -122,20 +123,20 @@ class Trainer:
         self.echo = (lambda line: echo(printable(line))) if self.dist.is_main else (lambda line: None)
         self.out = Path(cfg.out)
         self.device = self.dist.device(cfg.device)
-        self.schedule = Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg)
+        self.schedule = cfg.schedule()
         torch.manual_seed(cfg.seed)  # weight init
         self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
         self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl)
         self.G.to(self.device)
         self.D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        adam = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        adam = dict(lr=cfg.lr[4], betas=tuple(cfg.betas), eps=cfg.adam_eps)  # each phase sets its own
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
         self.steps = TrainSteps(
             self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile,
             compile_backend=cfg.compile_backend, precision=cfg.precision,
-            gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every,
+            gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every, gp_resolution=cfg.gp_resolution,
             grad_sync=self.dist.sync_grads if self.dist.enabled else None,
         )
         self._compiled_segments: set[tuple[int, bool]] = set()
@@ -218,10 +219,10 @@ class Trainer:
 
     def _apply_adam_settings(self) -> None:
         """Restored optimizers keep the hyperparameters they were saved with: give them this
-        run's (a learning rate changed on resume takes effect)."""
+        run's. (The learning rate is the phase's: :meth:`_enter` sets it when the resumed run
+        enters its phase, so a rate changed on resume takes effect there.)"""
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
-                group["lr"] = self.cfg.lr
                 group["betas"] = tuple(self.cfg.betas)
                 group["eps"] = self.cfg.adam_eps
 
@@ -375,7 +376,7 @@ class Trainer:
         try:
             while pr["images"] < total:
                 pos = self.schedule.at(pr["images"])
-                self._enter(pos)
+                self._enter(log, pos)
                 self._train_step(log, pos)
                 steps_here += 1
                 due = self._due(pos)
@@ -400,6 +401,12 @@ class Trainer:
         log.record("event", pr["images"], event="done")
         return "done"
 
+    @property
+    def epoch(self) -> float:
+        """Passes over the data so far (2.5: half-way through the third): the reals are drawn
+        epoch by epoch, every image once per pass."""
+        return self.progress["images"] / self.data.count
+
     # --- one step and what it ends -------------------------------------------------------
     def _begin(self, log: RunLog) -> None:
         """Start (or resume) a run: fresh running statistics and stop vote, a start/resume record."""
@@ -419,15 +426,22 @@ class Trainer:
                 shown = ", ".join(f"{k} {show_value(v[0])} -> {show_value(v[1])}" for k, v in self.resumed_changes.items())
                 self.echo(f"resumed with changed settings: {shown}")
 
-    def _enter(self, pos: Position) -> None:
-        """Before a step at ``pos``: a new phase (or a resume inside one) gets its real-batch feed
-        and progress bar; a new level of detail (start or end of a fade) resets Adam."""
+    def _enter(self, log: RunLog, pos: Position) -> None:
+        """Before a step at ``pos``: a new phase (or a resume inside one) gets its real-batch feed,
+        learning rate (a ``phase`` record and a console line say which) and progress bar; a new
+        level of detail (start or end of a fade) resets Adam."""
         cfg, pr = self.cfg, self.progress
         if pos.phase.index != self._phase_idx:
             self._phase_idx = pos.phase.index
-            res = pos.phase.res
-            self._feed = RealBatches(self.data.levels[res], cfg.batch[res], cfg.seed, pr["step"], self.device,
+            res, lr = pos.phase.res, cfg.lr[pos.phase.res]
+            self._feed = RealBatches(self.data.levels[res], cfg.batch[res], cfg.seed, pr["images"], self.device,
                                      cfg.workers, rank=self.dist.rank, world_size=self.dist.world_size)
+            for opt in (self.opt_g, self.opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            batch = cfg.batch[res] * self.dist.world_size
+            log.record("phase", pr["images"], res=res, lr=lr, batch=batch)
+            self.echo(f"{res}px from {pr['images'] / 1000:.1f} kimg: batch {batch}, lr {lr:g}")
             if self._bar is not None:
                 self._bar.close()
             self._bar = tqdm(
@@ -501,8 +515,9 @@ class Trainer:
         means = self.dist.mean_(self._acc / self._acc_steps).tolist()  # the one host sync per record
         speed = (pr["images"] - self._img_log) / max(t - self._t_log, 1e-9)
         vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
-        log.record("log", pr["images"], res=pos.phase.res, fade=round(pos.fade, 4),
-                   batch=cfg.batch[pos.phase.res] * self.dist.world_size, img_per_s=round(speed, 2), **vals)
+        log.record("log", pr["images"], res=pos.phase.res, fade=round(pos.fade, 4), lod=round(pos.lod, 4),
+                   batch=cfg.batch[pos.phase.res] * self.dist.world_size, lr=cfg.lr[pos.phase.res],
+                   epoch=round(self.epoch, 3), img_per_s=round(speed, 2), **vals)
         if self._bar is not None:
             self._bar.set_postfix_str(
                 f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
@@ -528,7 +543,7 @@ class Trainer:
             log.record(kind, pr["images"], res=res, fade=round(pos.fade, 4), grid=grid.name)
             div, warning = self._measure_diversity(log, pos, samples) if self.collapse is not None else ("", None)
             self.echo(
-                f"{kind} {pr['images'] / 1000:.1f} kimg  {res}px fade {pos.fade:.2f}  "
+                f"{kind} {pr['images'] / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
                 f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{div}"
             )
             if warning is not None:

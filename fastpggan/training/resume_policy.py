@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastpggan.training.config import TrainConfig
+from fastpggan.training.config import TrainConfig, format_per_res
 from fastpggan.training.schedule import Position, Schedule
 
 FIXED, SCHEDULE, MAY_CHANGE = "fixed", "schedule", "may change"
@@ -53,8 +53,6 @@ RESUME_POLICY: dict[str, Rule] = {
     "num_faces": Rule(FIXED, "the run learns these images", applies=lambda c: c.get("data") is None),
     "seed": Rule(FIXED, "it fixes the run's batch order and latents"),
     # the schedule: only where the run's current place in it stays the same
-    "kimg_per_phase": Rule(SCHEDULE),
-    "final_kimg": Rule(SCHEDULE),
     "fade_kimg": Rule(SCHEDULE),
     "stable_kimg": Rule(SCHEDULE),
     "total_kimg": Rule(SCHEDULE),
@@ -112,7 +110,7 @@ def flag_name(field: str) -> str:
 
 def schedule_of(cfg: TrainConfig) -> Schedule:
     """The schedule ``cfg`` trains on."""
-    return Schedule(cfg.resolution, cfg.kimg_per_phase, cfg.final_kimg)
+    return cfg.schedule()
 
 
 def _where(pos: Position) -> str:
@@ -126,8 +124,9 @@ def _same_place(a: Position, b: Position) -> bool:
 
 
 def show_value(v: Any) -> str:
+    """A setting as its flag takes it (per-resolution dicts as a ``--batch``/``--lr`` spec)."""
     if isinstance(v, dict):
-        return ",".join(f"{k}:{x}" for k, x in v.items())
+        return format_per_res({int(k): x for k, x in v.items()})
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)

@@ -1,6 +1,7 @@
 """What a run records besides checkpoints: ``log.jsonl`` and (optional) TensorBoard events.
 
-One JSON object per line: ``kind`` (``"log"``, ``"tick"``, ``"phase_end"``, ``"event"``),
+One JSON object per line: ``kind`` (``"log"``, ``"tick"``, ``"phase"`` (a resolution starts:
+its ``lr`` and ``batch``), ``"phase_end"``, ``"event"``),
 ``kimg``, ``res``, ``fade``, the mean losses since the previous record and the speed.
 Scalars are host values already: the loop syncs once per record, never per step.
 """

@@ -29,7 +29,7 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from fastpggan.loss import combine_d_loss, g_loss_wgan, gradient_penalty
+from fastpggan.loss import combine_d_loss, g_loss_wgan, gradient_penalty, penalty_upscale
 
 Fade = float | torch.Tensor
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -113,7 +113,9 @@ class TrainSteps:
     docstring; the fade stays a 0-d tensor input either way). ``precision``: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the G forward and
     D's scoring passes; the penalty always runs in fp32, and fp16 scales the losses
     (``GradScaler``). ``gp_every``: take the penalty every k-th critic step, scaled by k
-    (1 = every step, the authors' recipe). ``grad_sync``: called on D (and G) between the
+    (1 = every step, the authors' recipe). ``gp_resolution``: ``"full"`` takes the penalty's norm
+    with respect to the full-resolution image, as the authors do, ``"current"`` with respect to
+    the current one (see :mod:`fastpggan.loss`). ``grad_sync``: called on D (and G) between the
     backward pass and the optimizer step; multi-process runs average the gradients over the
     ranks there (:meth:`.distributed.Distributed.sync_grads`).
     """
@@ -131,6 +133,7 @@ class TrainSteps:
         gp_lambda: float = 10.0,
         drift: float = 1e-3,
         gp_every: int = 1,
+        gp_resolution: str = "full",
         grad_sync: Callable[[nn.Module], None] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
@@ -142,7 +145,9 @@ class TrainSteps:
                 f"compile_backend must be one of {COMPILE_BACKENDS}, got {compile_backend!r}"
             )
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        penalty_upscale(gp_resolution, 8, 8)  # ValueError now on a bad name, not at the first step
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
+        self.gp_resolution = gp_resolution
         self.grad_sync = grad_sync
         if compile:
             torch._dynamo.config.recompile_limit = max(
@@ -197,7 +202,8 @@ class TrainSteps:
         self.scaler_d.scale(fake_scores.mean()).backward()
         gp = None
         if step % self.gp_every == 0:
-            gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha)
+            upscale = penalty_upscale(self.gp_resolution, self.D.resolution, res)
+            gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha, upscale=upscale)
             self.scaler_d.scale(gp_lambda * gp.mean()).backward()
             gp = gp.detach()
         _, stats = combine_d_loss(
