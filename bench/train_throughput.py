@@ -23,8 +23,8 @@ allocated before it started (``baseline_bytes``: what earlier variants left; ``n
 CPU). With ``--json`` the file is rewritten after every variant: ``{"device", "res", "batch",
 "config", "dry_run", "variants": [{"name", "impl", "resolved_impl", "compile", "backend",
 "precision", "img_s", "iters", "warmup_s", "peak_bytes", "baseline_bytes"}]}``; a variant that
-raised has ``error`` (one line) instead of numbers, one this checkout cannot run at all
-``unavailable`` (why). ``--dry-run`` (CPU, CI): inductor is replaced by ``aot_eager``.
+raised has ``error`` (one line) instead of numbers. ``--dry-run`` (CPU, CI): inductor is
+replaced by ``aot_eager``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import inspect
 import json
 import math
 import time
@@ -78,10 +77,8 @@ def make_steps(variant: Variant, target: int, args: argparse.Namespace, device: 
     G_ema = copy.deepcopy(G).requires_grad_(False)
     adam = dict(lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
-    # inductor is TrainSteps' default; another backend needs its compile_backend keyword
-    backend = {"compile_backend": variant.backend} if variant.compile and variant.backend != "inductor" else {}
-    steps = TrainSteps(G, D, opt_g, opt_d, compile=variant.compile, precision=variant.precision,
-                       **backend)
+    steps = TrainSteps(G, D, opt_g, opt_d, compile=variant.compile,
+                       compile_backend=variant.backend, precision=variant.precision)
     return steps, G_ema
 
 
@@ -141,14 +138,6 @@ def measure(variant: Variant, args: argparse.Namespace, device: torch.device) ->
                 warmup_s=round(warmup_s, 2),
                 peak_bytes=torch.cuda.max_memory_allocated(device) - baseline if cuda else None,
                 baseline_bytes=baseline if cuda else None)
-
-
-def unavailable(variant: Variant) -> str | None:
-    """Why this checkout cannot run ``variant`` at all, or ``None``."""
-    if variant.compile and variant.backend != "inductor":
-        if "compile_backend" not in inspect.signature(TrainSteps).parameters:
-            return "TrainSteps has no compile_backend keyword in this checkout"
-    return None
 
 
 def release() -> None:
@@ -220,12 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = asdict(variant)
         if args.dry_run and variant.compile and variant.backend == "inductor":
             row["backend"] = "aot_eager"  # see inductor_as_aot_eager
-        if (why := unavailable(variant)) is not None:
-            row["unavailable"] = why
-            print(f"{variant.name:28s} not run: {why}", flush=True)
-            result["variants"].append(row)
-            save()
-            return row
         try:
             row.update(measure(variant, args, device))
             print(f"{variant.name:28s} {row['img_s']:9.1f} img/s  peak "

@@ -1,6 +1,9 @@
 """Command line: ``python -m fastpggan {train,generate,evaluate} [options]`` (``train.py`` = ``train``).
 
 Bad input gets one line on stderr naming the problem and exit code 2, before anything is written.
+A run that stops on a fault it detects (losses no longer finite, a full disk: nothing partial is
+left) gets one line and exit code 1. Messages print on any terminal: what its encoding cannot
+show is escaped.
 """
 
 from __future__ import annotations
@@ -8,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fastpggan.atomic import DiskFullError
+from fastpggan.console import printable, safe_streams
 from fastpggan.data import DataError
-from fastpggan.flags import UsageError
+from fastpggan.flags import RunStopped, UsageError
 from fastpggan.generate import add_generate_arguments, run_generate
 from fastpggan.metrics.cli import add_evaluate_arguments, run_evaluate
 from fastpggan.training.checkpoint import CheckpointError
@@ -45,13 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, DataError, CheckpointError) as e:
-        print(f"fastpggan {args.command}: error: {e}", file=sys.stderr)
+        print(f"fastpggan {args.command}: error: {printable(str(e))}", file=sys.stderr)
         return 2
+    except (DiskFullError, RunStopped) as e:
+        print(f"fastpggan {args.command}: error: {printable(str(e))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

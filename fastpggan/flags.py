@@ -8,8 +8,10 @@ computes anything and reports a bad one as a :class:`UsageError`: one line, exit
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,10 +25,55 @@ class UsageError(ValueError):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
-def check_positive(name: str, value: float, zero_ok: bool = False) -> None:
-    """``UsageError`` unless ``value > 0`` (``>= 0`` with ``zero_ok``); ``name`` is the flag."""
-    if not (value >= 0 if zero_ok else value > 0):
-        raise UsageError(f"{name} must be {'>= 0' if zero_ok else 'positive'}, got {value}")
+class RunStopped(RuntimeError):
+    """A command stopped on a fault it detected and reported (non-finite losses, a full disk):
+    printed as one line, exit code 1."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """``lo <= value <= hi`` (``lo < value`` when ``lo_open``, ``value < hi`` when
+    ``hi_open``); ``integer``: a whole number. Always finite: ``argparse`` takes ``nan`` and
+    ``inf`` (and ``1e999``) as floats, and any size of integer."""
+
+    lo: float
+    hi: float
+    integer: bool = False
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def text(self) -> str:
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        kind = "an integer" if self.integer else "a finite number"
+        return f"{kind} in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def check_number(flag: str, value: object, limit: Limit) -> None:
+    """``ValueError`` (one line naming ``flag``) unless ``value`` is within ``limit``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and limit.integer:
+        ok = isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
+    if ok:
+        ok = math.isfinite(value) and (value > limit.lo if limit.lo_open else value >= limit.lo)
+        ok = ok and (value < limit.hi if limit.hi_open else value <= limit.hi)
+    if not ok:
+        raise ValueError(f"{flag} must be {limit.text()}, got {value!r}")
+
+
+def check_flags(args: object, limits: dict[str, Limit]) -> None:
+    """:func:`check_number` for each ``--flag`` of ``limits`` (``None`` values skipped), as a
+    :class:`UsageError`."""
+    for flag, limit in limits.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            try:
+                check_number(flag, value, limit)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
 
 
 def check_writable(out: Path) -> None:

@@ -10,34 +10,84 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from fastpggan.flags import UsageError, check_writable, resolve_device
+from fastpggan import sampling
+from fastpggan.atomic import atomic_write
+from fastpggan.flags import Limit, UsageError, check_flags, check_writable, resolve_device
 from fastpggan.networks import Generator
-from fastpggan.sampling import make_grid, sample, slerp
+from fastpggan.sampling import Canvas, gif_bytes, latents, layout, make_grid, sample, sheet_paths, slerp, to_hwc_uint8
 from fastpggan.training.checkpoint import load_generator
 
 
-def write_grid(G: Generator, res: int, fade: float, n: int, seed: int, out: Path, device: torch.device) -> None:
-    """PNG grid of ``n`` samples from latents drawn with ``seed``."""
-    z = torch.randn(n, G.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    make_grid(sample(G, z, res, fade)).save(out)
+LIMITS = {
+    "--n": Limit(1, 10_000_000, integer=True),
+    "--seed": Limit(0, 2**32 - 1, integer=True),
+    "--interpolate": Limit(1, 100_000, integer=True),
+}
+
+
+def write_grid(G: Generator, res: int, fade: float, n: int, seed: int, out: Path, device: torch.device) -> list[Path]:
+    """PNG sheets of ``n`` samples from latents drawn with ``seed``: ``out`` itself, or
+    ``out-001.png``, ... when they do not fit one sheet (:mod:`fastpggan.sampling`). Memory holds
+    one sheet and one chunk of samples. Returns the files written."""
+    lay = layout(n, res)
+    paths = sheet_paths(out, lay.sheets)
+    zs = latents(n, G.latent_dim, seed)
+    ready = np.empty((0, res, res, 3), np.uint8)  # samples made but not yet placed
+    for k, path in enumerate(paths):
+        count = min(lay.per_sheet, n - k * lay.per_sheet)
+        canvas = Canvas(lay, count)
+        for i in range(count):
+            if not len(ready):
+                ready = to_hwc_uint8(sample(G, next(zs).to(device), res, fade))
+            canvas.put(i, ready[0])
+            ready = ready[1:]
+        img = canvas.image()
+        del canvas  # one sheet in memory at a time
+        atomic_write(path, lambda f: img.save(f, format="PNG"), what="sample sheet")
+        del img
+    return paths
+
+
+def walk_limit(n: int, res: int, steps: int, keyframes: int = 4) -> None:
+    """``UsageError`` when a walk of ``n`` samples at ``res`` px, ``steps`` frames between each
+    of ``keyframes`` keyframes, does not fit one sheet or needs more than the GIF limit."""
+    lay = layout(n, res)
+    if lay.sheets > 1:
+        raise UsageError(f"--n {n}: a walk's frame holds at most {lay.per_sheet} samples at {res}px")
+    frames = keyframes * steps
+    need = gif_bytes(lay, frames)
+    if need > sampling.MAX_GIF_BYTES:
+        w, h = lay.sheet_size(n)
+        raise UsageError(
+            f"--interpolate {steps}: {frames} frames of {w}x{h} px need {need / 2**20:.0f} MiB until "
+            f"the GIF is written, over the limit of {sampling.MAX_GIF_BYTES / 2**20:.0f} MiB; lower "
+            "--interpolate or --n"
+        )
 
 
 def write_walk(
     G: Generator, res: int, fade: float, n: int, seed: int, steps: int, out: Path, device: torch.device,
     keyframes: int = 4, frame_ms: int = 60,
 ) -> None:
-    """Looping GIF: ``n`` walks (as a grid) through ``keyframes`` random latents, ``steps`` frames each."""
+    """Looping GIF: ``n`` walks (as a grid) through ``keyframes`` random latents, ``steps``
+    frames each; frames are made one at a time as the encoder asks (:func:`walk_limit` first)."""
+    walk_limit(n, res, steps, keyframes)
     g = torch.Generator().manual_seed(seed)
     keys = [torch.randn(n, G.latent_dim, generator=g) for _ in range(keyframes)]
-    frames = []
-    for k in range(keyframes):
-        a, b = keys[k], keys[(k + 1) % keyframes]
-        for s in range(steps):
-            z = slerp(a, b, s / steps).to(device)
-            frames.append(make_grid(sample(G, z, res, fade)))
-    frames[0].save(out, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+
+    def frames():
+        for k in range(keyframes):
+            a, b = keys[k], keys[(k + 1) % keyframes]
+            for s in range(steps):
+                yield make_grid(sample(G, slerp(a, b, s / steps).to(device), res, fade))
+
+    it = frames()
+    first = next(it)
+    atomic_write(out, lambda f: first.save(f, format="GIF", save_all=True, append_images=it,
+                                           duration=frame_ms, loop=0), what="latent walk")
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,16 +109,18 @@ def run_generate(args: argparse.Namespace) -> int:
     want = ".gif" if args.interpolate is not None else ".png"
     if out.suffix.lower() != want:
         raise UsageError(f"--out must end in {want}" + (" with --interpolate" if want == ".gif" else ""))
-    if args.n < 1:
-        raise UsageError(f"--n must be positive, got {args.n}")
-    if args.interpolate is not None and args.interpolate < 1:
-        raise UsageError(f"--interpolate must be positive, got {args.interpolate}")
+    check_flags(args, LIMITS)
     device = torch.device(resolve_device(args.device))
     check_writable(out.parent if str(out.parent) else Path("."))
     G, res, fade = load_generator(args.ckpt, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.interpolate is None:
-        write_grid(G, res, fade, args.n, args.seed, out, device)
+        paths = write_grid(G, res, fade, args.n, args.seed, out, device)
+        if len(paths) > 1:
+            per = layout(args.n, res).per_sheet
+            print(f"wrote {len(paths)} sheets {paths[0]} .. {paths[-1].name} ({args.n} samples at {res}px, "
+                  f"at most {per} per sheet)")
+            return 0
     else:
         write_walk(G, res, fade, args.n, args.seed, args.interpolate, out, device)
     print(f"wrote {out} ({args.n} samples at {res}px)")

@@ -147,9 +147,16 @@ def test_cache_is_reused_and_keyed_by_the_files(tmp_path, monkeypatch):
     np.testing.assert_array_equal(first.levels[8], again.levels[8])
     assert again.skipped == 2 and again.small == 1
     monkeypatch.undo()
+    old_key = open_source(str(tmp_path / "data")).fingerprint(8)
+    # another source's cache in the same --cache-dir, which must survive
+    load_data(open_source(None, 3), 8, cache_dir=tmp_path / "cache")
     Image.new("RGB", (8, 8)).save(tmp_path / "data" / "new.png")  # the key changes
-    assert load_data(open_source(str(tmp_path / "data")), 8, cache_dir=tmp_path / "cache").count == 9
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    newer = load_data(open_source(str(tmp_path / "data")), 8, cache_dir=tmp_path / "cache")
+    assert newer.count == 9
+    # the cache of the data's old state is superseded and removed, with a note
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert old_key not in left and len(left) == 2
+    assert any("removed 1 superseded cache" in line for line in newer.report())
 
 
 def test_zip_source_matches_folder(tmp_path):
@@ -200,6 +207,65 @@ def test_real_batches_depend_only_on_seed_and_images_seen():
         assert torch.equal(x1, x2) and torch.equal(f1, f2) and torch.equal(f1, flip)
         assert torch.equal(x1, torch.from_numpy(images[idx.numpy()]))
     assert not torch.equal(step_batch(5, 0, 10, 4)[0], step_batch(6, 0, 10, 4)[0])
+
+
+def test_broken_links_and_loops_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "data"
+    _write_mixed_folder(root)
+    (root / "nowhere.png").symlink_to(root / "missing.png")  # points nowhere
+    (root / "a.png").symlink_to(root / "b.png")  # a file-link loop
+    (root / "b.png").symlink_to(root / "a.png")
+    (root / "sub" / "up").symlink_to(root)  # a folder loop
+    (root / "same").symlink_to(root / "sub")  # a second link to one folder
+    src = open_source(str(root))
+    assert len(src) == 10  # the same usable files as without the links
+    reasons = dict(src.broken)
+    assert reasons["nowhere.png"].startswith("link to nothing") and reasons["a.png"] == "link loop"
+    assert "folder already listed" in reasons["sub/up"] and "folder already listed" in reasons["same"]
+    assert "sub/gray.png" in src.names  # the real path, not the link's
+    data = load_data(src, 8, cache_dir=tmp_path / "cache")
+    assert len(src.broken) == 5 and data.count == 8 and data.skipped == 2 + 5
+    assert "skipped 7 files" in "\n".join(data.report())
+
+
+def test_undecodable_names_print_on_a_strict_terminal(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    _write_mixed_folder(root)
+    bad = os.fsencode(str(root)) + b"/caf\xe9-\xff.png"  # Latin-1 bytes: not UTF-8
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    code = (
+        "import sys; from fastpggan.data import load_data, open_source\n"
+        "d = load_data(open_source(sys.argv[1]), 8, cache_dir=sys.argv[2])\n"
+        "print('\\n'.join(d.report()))\n"
+    )
+    env = {**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C",
+           "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for _ in range(2):  # the second run replays the report from the cache
+        r = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "cache")],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "caf\\xe9-\\xff.png" in r.stdout and "skipped 3 files" in r.stdout
+
+
+def test_disk_full_while_caching_leaves_nothing_partial(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from fastpggan.atomic import DiskFullError
+
+    def full(fd, offset, length):  # the OS: no room for the cache's arrays
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DiskFullError, match="disk full: could not write the image cache") as e:
+        load_data(open_source(None, 8), 8, cache_dir=tmp_path / "cache")
+    assert "\n" not in str(e.value) and str(tmp_path / "cache") in str(e.value)
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 @pytest.mark.parametrize("n,batch", [(10, 4), (7, 3), (5, 8), (1, 2)])

@@ -194,13 +194,23 @@ def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
 
 
 # --- torchrun ------------------------------------------------------------------------------------
-def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(ROOT / "train.py"), *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
+
+
+def test_torchrun_ranks_all_stop_when_another_run_holds_the_folder(tmp_path):
+    from fastpggan.training.runlock import RunLock
+
+    out = tmp_path / "run"
+    with RunLock(out):  # this test's process holds the folder: the 2-process run must not start
+        proc = _torchrun("--out", str(out), "--batch", "4", *TINY, cwd=tmp_path, ok=False)
+        assert f"in use by another run (pid {os.getpid()} on " in proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:

@@ -61,7 +61,7 @@ def test_generate_gif_walk(ckpt, tmp_path):
 @pytest.mark.parametrize("argv, expect", [
     (["--n", "4", "--out", "x.gif"], "--out must end in .png"),
     (["--n", "4", "--interpolate", "2", "--out", "x.png"], "--out must end in .gif"),
-    (["--n", "0", "--out", "x.png"], "--n must be positive"),
+    (["--n", "0", "--out", "x.png"], "--n must be an integer in [1, "),
 ])
 def test_generate_bad_input(ckpt, tmp_path, capsys, argv, expect, monkeypatch):
     monkeypatch.chdir(tmp_path)

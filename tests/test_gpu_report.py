@@ -90,9 +90,10 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
         with Image.open(out / grid) as img:
             assert img.mode == "RGB" and min(img.size) >= 4 * 16, (grid, img.size)
 
-    for name in ("eager reference", "compiled fused", "eager fused", "compiled reference"):
+    for name in ("eager reference", "eager fused", "cudagraphs fused", "compiled fused",
+                 "compiled reference"):
         assert "img/s" in rows[name][2], name
-    assert "cudagraphs fused" in rows
+    assert "cudagraphs, fp32" in rows["cudagraphs fused"][2]
     assert any(k.endswith(", bf16") and "img/s" in v[2] for k, v in rows.items())
     memory = rows[plan.BY_NAME["memory"].title][2]
     assert memory.startswith("measured nothing on the CPU") and "reference " in memory

@@ -161,7 +161,9 @@ def test_evaluate_bad_input_exits_2_before_work(run, tmp_path, capsys, offline_h
     cases = [
         (["--ckpt", str(tmp_path / "nope.pt")], "does not exist"),
         (["--ckpt", last, "--metric", "swd,is"], "--metric must be"),
-        (["--ckpt", last, "--n", "1"], "--n must be at least 2"),
+        (["--ckpt", last, "--n", "1"], "--n must be an integer in [2, "),
+        (["--ckpt", last, "--batch", "0"], "--batch must be an integer in [1, "),
+        (["--ckpt", last, "--seed", str(2**70)], "--seed must be an integer in [0, "),
         (["--ckpt", last, "--out", str(tmp_path / "r.txt")], "--out must end in .json"),
         (["--ckpt", at_8px], "SWD needs images of at least 16px"),
         (["--ckpt", last, "--metric", "fid"], INCEPTION_URL),
@@ -179,9 +181,10 @@ def test_train_metric_flags_are_checked_before_anything_is_written(tmp_path, cap
                                                                    fidelity) -> None:
     out = tmp_path / "run"
     cases = [
-        (["--metric-every", "-1"], "--metric-every must be >= 0"),
+        (["--metric-every", "-1"], "--metric-every must be a finite number in [0, "),
+        (["--metric-every", "nan"], "--metric-every must be a finite number in [0, "),
         (["--metric-every", "1", "--metric", "lpips"], "--metric must be"),
-        (["--metric-every", "1", "--metric-n", "1"], "--metric-n must be at least 2"),
+        (["--metric-every", "1", "--metric-n", "1"], "--metric-n must be an integer in [2, "),
         (["--metric-every", "1", "--res", "8"], "SWD needs images of at least 16px"),
         (["--metric-every", "1", "--metric", "fid"], INCEPTION_URL),
     ]

@@ -89,9 +89,10 @@ def schedule_flags(run: TrainRun) -> list[str]:
     train.py: ``--fade-kimg`` and ``--stable-kimg`` per resolution (4 px: the stable part only),
     then the last resolution trains on until ``--total-kimg``.
     """
-    total = run.stable_kimg + (run.res.bit_length() - 3) * (run.fade_kimg + run.stable_kimg) + run.final_kimg
+    later = run.res.bit_length() - 3  # resolutions after 4 px, each faded in, then stable
+    total = run.stable_kimg + later * (run.fade_kimg + run.stable_kimg) + run.final_kimg
     return ["--fade-kimg", f"{run.fade_kimg:g}", "--stable-kimg", f"{run.stable_kimg:g}",
-            "--total-kimg", f"{total:g}"]
+            "--total-kimg", f"{round(total, 6):g}"]
 
 
 def train_flags(run: TrainRun) -> list[str]:

@@ -114,8 +114,6 @@ def throughput_cmd(dry_run: bool, json_path: Path) -> list[str]:
 def _variant_line(row: dict) -> str:
     if "error" in row:
         return f"FAILED: {row['error']}"
-    if "unavailable" in row:
-        return f"not run: {row['unavailable']}"
     how = f"{row['resolved_impl']} ops" + (f", {row['backend']}" if row["compile"] else ", eager")
     return (f"{row['img_s']:.1f} img/s, peak {gib(row['peak_bytes'])} ({how}, {row['precision']}; "
             f"warm-up incl. compile {row['warmup_s']:.1f} s)")

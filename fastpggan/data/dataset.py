@@ -7,12 +7,23 @@ average of the one above, as the authors' dataset tool does). With a ``cache_dir
 ``.npy`` files under a folder named by a hash of the source (file names, sizes, modification
 times), memory-mapped on later runs so a restart does not decode again.
 
-Files that cannot be decoded are skipped, counted and reported once; so are images smaller
-than ``R`` (they are upscaled).
+Files that cannot be decoded are skipped, counted and reported once; so are links that point
+nowhere, link loops and entries that cannot be read (found while listing the folder), and
+images smaller than ``R`` (they are upscaled). Every name in a message is printable
+(:func:`fastpggan.console.printable`) whatever the terminal's encoding.
+
+Cache folders: building one writes ``.KEY.tmp-HOST-PID`` and renames it to ``KEY`` when complete.
+A build interrupted by a crash leaves its temp folder; the next :func:`load_data` on that cache
+folder removes temps of processes of this machine that no longer run. When a source's files
+change its key changes: the new cache is built beside the old one, and the older caches of the
+same source and resolution (the same folder or zip path, or the same built-in face set) are
+then removed as superseded. Caches of other sources in a shared ``--cache-dir`` stay.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import hashlib
 import io
 import json
@@ -27,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
+from fastpggan.console import printable
 from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
@@ -44,7 +57,9 @@ class Source:
     """Where images come from. ``kind`` is ``"faces"``, ``"folder"`` or ``"zip"``.
 
     ``names``: file names relative to ``path`` (folder/zip), sorted; for faces, ``count`` faces
-    drawn from set ``seed``.
+    drawn from set ``seed``. ``broken``: ``(name, reason)`` of folder entries that could not be
+    listed as files (links pointing nowhere, link loops, no permission), skipped and counted
+    with the unreadable files.
     """
 
     kind: str
@@ -53,6 +68,7 @@ class Source:
     count: int = 0
     seed: int = 0
     _stamps: tuple = field(default=(), repr=False, compare=False)
+    broken: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return self.count if self.kind == FACES else len(self.names)
@@ -70,7 +86,16 @@ class Source:
             h.update(json.dumps([FACES_VERSION, self.count, self.seed]).encode())
         for name, stamp in zip(self.names, self._stamps):
             h.update(json.dumps([name, stamp]).encode())
+        for name, _ in self.broken:
+            h.update(json.dumps(["broken", name]).encode())
         return h.hexdigest()[:20]
+
+    def identity(self) -> list:
+        """What stays the same when the files change: which cached arrays a newer cache of
+        the same source supersedes."""
+        if self.kind == FACES:
+            return [self.kind, self.count, self.seed]
+        return [self.kind, self.path]
 
 
 def _is_hidden(rel: str) -> bool:
@@ -90,23 +115,13 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
     if not p.exists():
         raise DataError(f"data path {data!r} does not exist")
     if p.is_dir():
-        names, stamps = [], []
-        for root, dirs, files in os.walk(p, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for f in files:
-                full = Path(root) / f
-                rel = full.relative_to(p).as_posix()
-                if _is_hidden(rel):
-                    continue
-                st = full.stat()
-                names.append(rel)
-                stamps.append((st.st_size, st.st_mtime_ns))
-        order = sorted(range(len(names)), key=names.__getitem__)
-        names = [names[i] for i in order]
-        stamps = [stamps[i] for i in order]
-        if not names:
-            raise DataError(f"data folder {data!r} holds no files")
-        return Source("folder", str(p.resolve()), tuple(names), _stamps=tuple(stamps))
+        found, broken = _walk_folder(p)
+        if not found and not broken:
+            raise DataError(f"data folder {printable(data)!r} holds no files")
+        return Source(
+            "folder", str(p.resolve()), tuple(n for n, _ in found),
+            _stamps=tuple(st for _, st in found), broken=tuple(broken),
+        )
     if p.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(p) as z:
@@ -123,6 +138,57 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
             _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in infos),
         )
     raise DataError(f"data path {data!r} is neither a folder nor a .zip file")
+
+
+def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tuple[str, str]]]:
+    """Files under ``top`` (links followed, hidden entries skipped), sorted by name, each with
+    ``(size, mtime_ns)``; and the entries that are not usable files, with the reason. A folder
+    reached twice (a link loop, or two links to one folder) is listed once."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    broken: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+    # Breadth first, real folders before links to folders: a folder reached twice keeps the
+    # name of its shortest, real path.
+    queue = collections.deque([(top, "")])
+    while queue:
+        folder, rel = queue.popleft()
+        try:
+            st = folder.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                broken.append((rel, "folder already listed (a link loop, or a second link to it)"))
+                continue
+            seen.add(key)
+            entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
+        except OSError as e:
+            broken.append((rel or ".", _os_reason(e)))
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "__MACOSX":
+                continue
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                st = entry.stat()  # follows links: a dangling link or a loop raises here
+            except OSError as e:
+                broken.append((name, _os_reason(e)))
+                continue
+            if entry.is_dir():
+                queue.append((Path(entry.path), name))
+            elif entry.is_file():
+                found.append((name, (st.st_size, st.st_mtime_ns)))
+            else:
+                broken.append((name, "not a regular file"))
+    found.sort()
+    broken.sort()
+    return found, broken
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "link loop"
+    if e.errno == errno.ENOENT:
+        return "link to nothing (its target does not exist)"
+    return f"{type(e).__name__}: {e.strerror or e}"
 
 
 class _Reader:
@@ -197,6 +263,7 @@ class ImageData:
     skipped: int = 0
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
     small: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. superseded caches removed
 
     @property
     def count(self) -> int:
@@ -204,19 +271,65 @@ class ImageData:
 
     def report(self) -> list[str]:
         """The lines to show once: what was loaded, what was skipped, what was too small."""
-        lines = [f"data: {self.count} images from {self.source.describe()} at {self.resolution}px"]
+        lines = [f"data: {self.count} images from {printable(self.source.describe())} at {self.resolution}px"]
         if self.skipped:
-            ex = "; ".join(f"{n}: {r}" for n, r in self.skipped_examples)
+            ex = "; ".join(f"{printable(n)}: {printable(r)}" for n, r in self.skipped_examples)
             lines.append(f"warning: skipped {self.skipped} files that are not readable images (e.g. {ex})")
         if self.small:
             lines.append(
                 f"warning: {self.small} images are smaller than {self.resolution}px and were upscaled"
             )
-        return lines
+        return lines + self.notes
 
 
 def _levels(resolution: int) -> list[int]:
     return [resolution >> k for k in range(int(np.log2(resolution)) - 1)]  # R, R/2, ..., 4
+
+
+def _preallocate(path: Path) -> None:
+    """Reserve the disk blocks of a new ``.npy`` file, so that a full disk shows as an error
+    here rather than as a crash (SIGBUS) when its memory map is written."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                    return  # the filesystem cannot reserve blocks: writes go unchecked
+                raise
+    finally:
+        os.close(fd)
+
+
+def _remove_superseded(source: Source, resolution: int, keep: Path) -> list[tuple[Path, int]]:
+    """Remove complete caches beside ``keep`` built from an older state of the same source
+    at the same resolution (see module doc). Returns what was removed, with its size."""
+    removed: list[tuple[Path, int]] = []
+    mine = [source.identity(), resolution]
+    for other in keep.parent.iterdir():
+        if other == keep or not (other / "meta.json").is_file():
+            continue
+        try:
+            meta = json.loads((other / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if [meta.get("source"), meta.get("resolution")] == mine:
+            size = _folder_bytes(other)
+            shutil.rmtree(other, ignore_errors=True)
+            removed.append((other, size))
+    return removed
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            total += p.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def load_data(
@@ -228,37 +341,68 @@ def load_data(
 ) -> ImageData:
     """Decode ``source`` once at ``resolution`` into per-resolution arrays (see module doc).
 
-    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes.
+    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes;
+    :class:`fastpggan.atomic.DiskFullError` when the disk fills up while the cache is written
+    (nothing partial is left).
     """
     key = source.fingerprint(resolution)
     final = Path(cache_dir) / key if cache_dir is not None else None
+    if final is not None:
+        clean_temp_files(final.parent, owned=False)
     if final is not None and (final / "meta.json").exists():
         return _open_cache(source, resolution, final)
     if source.kind != FACES and count_image_headers(source) == 0:
-        raise DataError(f"data path {source.path!r} holds no readable images")
+        raise DataError(f"data path {printable(source.path)!r} holds no readable images")
+    try:
+        data = _build(source, resolution, final, workers, progress)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        need = sum(len(source) * r * r * 3 for r in _levels(resolution))
+        raise DiskFullError(final if final is not None else Path(key),
+                            f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
+    if final is not None:
+        gone = _remove_superseded(source, resolution, final)
+        if gone:
+            mib = sum(size for _, size in gone) / 2**20
+            data.notes.append(
+                f"note: removed {len(gone)} superseded cache folder(s) of this data in "
+                f"{printable(str(final.parent))} ({mib:.0f} MiB; the files changed since they were built)"
+            )
+    return data
+
+
+def _build(
+    source: Source,
+    resolution: int,
+    final: Path | None,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> ImageData:
     n = len(source)
     tmp = None
-    if final is not None:
-        tmp = final.parent / f"{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        arrays = {
-            r: np.lib.format.open_memmap(tmp / f"res{r}.npy", "w+", np.uint8, (n, r, r, 3))
-            for r in _levels(resolution)
-        }
-    else:
-        arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
-    loader = torch.utils.data.DataLoader(
-        _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
-    )
-    good = skipped = small = 0
-    examples: list[tuple[str, str]] = []
     try:
+        if final is not None:
+            tmp = final.parent / f".{final.name}.tmp-{HOST}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            arrays = {}
+            for r in _levels(resolution):
+                arrays[r] = np.lib.format.open_memmap(tmp / f"res{r}.npy", "w+", np.uint8, (n, r, r, 3))
+                _preallocate(tmp / f"res{r}.npy")
+        else:
+            arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
+        loader = torch.utils.data.DataLoader(
+            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
+        )
+        good = small = 0
+        skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
+        examples: list[tuple[str, str]] = [(printable(nm), r) for nm, r in source.broken[:3]]
         for done, (i, a, is_small, err) in enumerate(loader, 1):
             if a is None:
                 skipped += 1
                 if len(examples) < 3:
-                    examples.append((source.names[i], err))
+                    examples.append((printable(source.names[i]), printable(err)))
             else:
                 small += is_small
                 for r in _levels(resolution):
@@ -268,8 +412,9 @@ def load_data(
             if progress is not None:
                 progress(done, n)
         if good == 0:
-            raise DataError(f"data path {source.describe()!r} holds no readable images")
-        meta = {"count": good, "skipped": skipped, "skipped_examples": examples, "small": small}
+            raise DataError(f"data path {printable(source.describe())!r} holds no readable images")
+        meta = {"count": good, "skipped": skipped, "skipped_examples": examples, "small": small,
+                "source": source.identity(), "resolution": resolution}
         if final is None:
             levels = {r: a[:good] for r, a in arrays.items()}
             return ImageData(source, resolution, levels, skipped, examples, small)
@@ -277,6 +422,11 @@ def load_data(
             a.flush()
         del arrays
         (tmp / "meta.json").write_text(json.dumps(meta))
+        fd = os.open(tmp / "meta.json", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         try:
             os.replace(tmp, final)  # atomic: a cache folder is complete or absent
         except OSError:  # another process finished the same cache first

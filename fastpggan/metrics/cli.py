@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,8 +20,11 @@ from typing import Any
 import torch
 
 from fastpggan.data import DataError, load_data, open_source
+from fastpggan.atomic import write_text_atomic
 from fastpggan.flags import (
+    Limit,
     UsageError,
+    check_flags,
     check_metric_setup,
     check_swd_resolution,
     check_writable,
@@ -78,9 +80,15 @@ def _cache_dir(args: argparse.Namespace, ckpt: Path, recorded: str | None) -> Pa
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n", "results")  # never half a file
+
+
+LIMITS = {
+    "--n": Limit(2, 1_000_000, integer=True),
+    "--batch": Limit(1, 65536, integer=True),
+    "--seed": Limit(0, 2**32 - 1, integer=True),
+    "--workers": Limit(0, 256, integer=True),
+}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -89,12 +97,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         metrics = parse_metrics(args.metric, EVALUATE_METRICS)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.n < 2:
-        raise UsageError(f"--n must be at least 2, got {args.n}")
-    if args.batch < 1:
-        raise UsageError(f"--batch must be positive, got {args.batch}")
-    if args.workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    check_flags(args, LIMITS)
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         if out.suffix.lower() != ".json":

@@ -6,7 +6,10 @@ Public names:
     Trainer, prepare_reals                         the loop (``loop``)
     TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
     save_checkpoint, load_checkpoint, latest_checkpoint, CheckpointError,
-    load_generator                                 checkpoints and their G_ema (``checkpoint``)
+    load_generator, load_newest_good               checkpoints and their G_ema (``checkpoint``)
+    RunLock, RunLocked                             one run per run folder (``runlock``)
+    RESUME_POLICY, resume_changes, ResumeRefused   what may change on resume (``resume_policy``)
+    check_config_numbers, LIMITS                   the range of every numeric setting (``limits``)
 """
 
 from fastpggan.training.checkpoint import (
@@ -15,29 +18,41 @@ from fastpggan.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_generator,
+    load_newest_good,
     save_checkpoint,
 )
 from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig, parse_batch, parse_lr
+from fastpggan.training.limits import LIMITS, check_config_numbers
 from fastpggan.training.loop import Trainer, prepare_reals
+from fastpggan.training.resume_policy import RESUME_POLICY, ResumeRefused, resume_changes
+from fastpggan.training.runlock import RunLock, RunLocked
 from fastpggan.training.schedule import Schedule
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 __all__ = [
     "DEFAULT_BATCH",
     "DEFAULT_LR",
+    "LIMITS",
+    "RESUME_POLICY",
     "CheckpointError",
+    "ResumeRefused",
+    "RunLock",
+    "RunLocked",
     "Schedule",
     "TrainConfig",
     "TrainSteps",
     "Trainer",
+    "check_config_numbers",
     "ema_update",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_generator",
+    "load_newest_good",
     "parse_batch",
     "parse_lr",
     "prepare_reals",
     "reset_adam",
+    "resume_changes",
     "save_checkpoint",
 ]

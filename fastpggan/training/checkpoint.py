@@ -5,12 +5,18 @@ A checkpoint is a ``torch.save`` dict of plain containers and tensors only, so i
 ``torch.load(weights_only=True)``: a file whose pickle would build any other object (run code)
 is refused with :class:`CheckpointError`. Contents: ``format``, ``config`` (dict),
 ``G``, ``D``, ``G_ema`` (state dicts), ``opt_g``, ``opt_d`` (optimizer state dicts),
-``progress`` (images seen, step, last level-of-detail segment, tick counters) and ``rng``
-(generator states as ``uint8`` tensors).
+``progress`` (images seen, step, last level-of-detail segment, tick counters), ``rng``
+(generator states as ``uint8`` tensors) and ``sha256``: a checksum of everything else
+(:func:`state_digest`), checked on load, so a file damaged on disk is refused rather than
+loaded with wrong weights. Files written before the checksum existed load unchecked.
+
+Writes are atomic (:func:`fastpggan.atomic.atomic_write`): a crash or a full disk leaves the
+previous checkpoints as they were and no partial file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -19,6 +25,8 @@ from typing import Any
 
 import torch
 
+from fastpggan.atomic import atomic_write
+from fastpggan.console import printable
 from fastpggan.networks import Generator
 from fastpggan.training.config import TrainConfig
 
@@ -26,8 +34,40 @@ FORMAT = "fastpggan-checkpoint-v1"
 _NAME = re.compile(r"^ckpt-(\d+\.\d{3})kimg-(\d+)px\.pt$")
 
 
+CHECKSUM = "sha256"
+# How a file torch.save wrote begins: a zip archive (the format since torch 1.6) or the legacy
+# pickle stream (protocol 2).
+_ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80\x02"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (missing, unsafe, corrupt, or for another model)."""
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(b"D%d" % len(obj))
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"L%d" % len(obj) if isinstance(obj, list) else b"U%d" % len(obj))
+        for v in obj:
+            _feed(h, v)
+    else:  # str, int, float, bool, None: repr is exact and survives pickling unchanged
+        h.update(f"{type(obj).__name__}:{obj!r}".encode("utf-8", "backslashreplace"))
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 (hex) of every tensor's dtype, shape and bytes and every other value of
+    ``state`` (nested dicts, lists, tuples), in order, leaving out the ``sha256`` entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != CHECKSUM})
+    return h.hexdigest()
 
 
 def checkpoint_name(images: int, res: int) -> str:
@@ -36,26 +76,33 @@ def checkpoint_name(images: int, res: int) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write ``state`` plus its checksum to ``path`` atomically (temp file in the same folder,
+    fsync, rename). :class:`fastpggan.atomic.DiskFullError` when the disk is full."""
+    state = {**state, CHECKSUM: state_digest(state)}
+    return atomic_write(path, lambda f: torch.save(state, f), what="checkpoint")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU, refusing anything but tensors and plain containers."""
+    """Load a checkpoint onto the CPU, refusing anything but tensors and plain containers, and
+    any file whose contents do not match its checksum. ``CheckpointError`` (one line) else."""
     path = Path(path)
+    name = repr(printable(str(path)))
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {name} does not exist")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {name}: {_first_line(e)}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {name} is empty (0 bytes): not a checkpoint, or a write that never finished")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise CheckpointError(f"{name} is not a checkpoint: not a file torch.save wrote")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -64,20 +111,40 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
         if why is None:
-            raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {lines[-2] if len(lines) > 1 else e}") from None
+            raise CheckpointError(f"checkpoint {name} is damaged or truncated: {_first_line(e)}") from None
         raise CheckpointError(
-            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain "
+            f"refusing to load {name}: it holds objects other than tensors and plain "
             f"containers, which could run code ({why[:160]})"
         ) from None
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"checkpoint {name} is damaged or truncated: {_first_line(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a fastpggan checkpoint")
-    _refuse_old_generator(state, path)
+        raise CheckpointError(f"{name} is not a fastpggan checkpoint")
+    stored = state.get(CHECKSUM)
+    if stored is not None and stored != state_digest(state):
+        raise CheckpointError(
+            f"checkpoint {name} is damaged: its contents do not match the checksum written with it"
+        )
+    _refuse_old_generator(state, name)
     return state
 
 
-def _refuse_old_generator(state: dict[str, Any], path: Path) -> None:
+def load_newest_good(
+    folder: str | os.PathLike,
+) -> tuple[dict[str, Any] | None, Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint of ``folder`` that loads: ``(state, path, damaged)`` where
+    ``damaged`` lists the newer ones refused on the way, each with its one-line reason.
+    ``(None, None, damaged)`` when none loads (or there is none)."""
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return load_checkpoint(path), path, damaged
+        except CheckpointError as e:
+            damaged.append((path, str(e)))
+    return None, None, damaged
+
+
+def _refuse_old_generator(state: dict[str, Any], name: str) -> None:
     """Refuse checkpoints whose G still has a bias per channel and pixel in its first layer.
 
     Generators before the authors' layout added a learned ``[16 * nf(1)]`` bias to the first
@@ -90,7 +157,7 @@ def _refuse_old_generator(state: dict[str, Any], path: Path) -> None:
         weights = state.get(key)
         if isinstance(weights, dict) and "dense.bias" in weights:
             raise CheckpointError(
-                f"{str(path)!r} was written by an older fastpggan whose generator has a bias per "
+                f"{name} was written by an older fastpggan whose generator has a bias per "
                 "pixel in its first layer (the authors' network, used now, has one per channel): "
                 "it cannot be converted exactly; start a new run, or use fastpggan 628a3a3 or "
                 "earlier to resume or sample it"

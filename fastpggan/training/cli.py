@@ -1,7 +1,11 @@
 """The ``train`` command: flags, validation before anything is written, then the run.
 
-Every check that can fail (flags, data path, out folder, checkpoint) runs before the first
-write; a failure is a :class:`~fastpggan.flags.UsageError` (one line, exit code 2).
+Every check that can fail (flags, data path, out folder, checkpoint, resume policy) runs before
+the first write; a failure is a :class:`~fastpggan.flags.UsageError` (one line, exit code 2).
+The one write before them is the run folder's lock (:mod:`.runlock`): taken before a
+checkpoint is chosen, so two processes never pick the same run; a run that then fails its
+checks leaves no folder it created. A run that stops on a fault it reports (non-finite losses,
+a full disk) raises :class:`~fastpggan.flags.RunStopped` (one line, exit code 1).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from typing import Any
 
 import torch
 
+from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
+from fastpggan.console import printable
 from fastpggan.data import DataError, load_data, open_source
 from fastpggan.flags import (
+    RunStopped,
     UsageError,
     check_metric_setup,
-    check_positive,
     check_swd_resolution,
     check_writable,
     parse_metrics,
@@ -28,9 +34,8 @@ from fastpggan.flags import (
 )
 from fastpggan.networks import check_resolution
 from fastpggan.ops import check_ops, describe_impl, impl_problem
-from fastpggan.training.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import (
-    ARCH_KEYS,
     DEFAULT_BATCH,
     DEFAULT_LR,
     GP_RESOLUTIONS,
@@ -40,8 +45,10 @@ from fastpggan.training.config import (
     parse_lr,
 )
 from fastpggan.training.distributed import Distributed
+from fastpggan.training.limits import check_config_numbers
 from fastpggan.training.loop import Trainer
-from fastpggan.training.schedule import Schedule
+from fastpggan.training.resume_policy import ResumeRefused, policy_summary, resume_changes
+from fastpggan.training.runlock import RunLock, RunLocked
 from fastpggan.training.steps import COMPILE_BACKENDS, resolve_compile
 
 
@@ -153,38 +160,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
       help="warn when a diversity ratio (samples' variety over the reals') stays below R for 3 "
            "ticks, in (0, 1] (default: %(default)s)")
     a("--resume", default=None, metavar="auto|PATH",
-      help="continue a run: 'auto' takes the newest checkpoint in --out (starts fresh if none), "
-           "or give a checkpoint file (default: start fresh; refuses an --out holding checkpoints)")
+      help="continue a run: 'auto' takes the newest checkpoint in --out that loads (starts fresh "
+           "if none; a damaged one is renamed *.damaged, with a warning), or give a checkpoint "
+           "file (default: start fresh; refuses an --out holding checkpoints). "
+           + policy_summary().replace("%", "%%"))
 
 
-def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
-    """Validate the flags: the config, the checkpoint to resume and its path. Writes nothing."""
+def resolve(args: argparse.Namespace) -> TrainConfig:
+    """Validate the flags into the run's settings. Writes nothing; reads no checkpoint (that
+    is :func:`pick_checkpoint`, once the run folder is locked)."""
     try:
         check_resolution(args.res)
     except ValueError as e:
         raise UsageError(f"--res: {e}") from None
-    check_positive("--fade-kimg", args.fade_kimg, zero_ok=True)
-    check_positive("--stable-kimg", args.stable_kimg, zero_ok=True)
-    check_positive("--total-kimg", args.total_kimg)
-    try:
-        Schedule(args.res, args.fade_kimg, args.stable_kimg, args.total_kimg)
-    except ValueError as e:
-        raise UsageError(f"--fade-kimg/--stable-kimg/--total-kimg: {e}") from None
-    for name in ("latent_dim", "fmap_base", "fmap_max", "num_faces", "ckpt_ticks", "keep_ckpts", "grid"):
-        check_positive("--" + name.replace("_", "-"), getattr(args, name))
-    check_positive("--tick-kimg", args.tick_kimg)
-    check_positive("--log-kimg", args.log_kimg)
-    if not 0 <= args.ema_beta < 1:
-        raise UsageError(f"--ema-beta must be in [0, 1), got {args.ema_beta}")
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {args.workers}")
     try:
         batch = parse_batch(args.batch)
         lr = parse_lr(args.lr)
     except ValueError as e:
         raise UsageError(str(e)) from None
     device = resolve_device(args.device)
-    check_positive("--gp-every", args.gp_every)
     capability = torch.cuda.get_device_capability() if device == "cuda" else None
     try:
         compile_on, compile_backend = resolve_compile(
@@ -197,7 +191,6 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         check_ops(args.impl, device)
     except RuntimeError as e:
         raise UsageError(f"--impl {args.impl}: {e}") from None
-    check_positive("--metric-every", args.metric_every, zero_ok=True)
     try:
         metrics = list(parse_metrics(args.metric))
         if args.metric_every > 0:
@@ -205,10 +198,6 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
             check_metric_setup(metrics, args.inception_weights)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if not 0 < args.diversity_threshold <= 1:
-        raise UsageError(f"--diversity-threshold must be in (0, 1], got {args.diversity_threshold}")
-    if args.metric_n < 2:
-        raise UsageError(f"--metric-n must be at least 2, got {args.metric_n}")
     try:
         source = open_source(args.data, args.num_faces)
     except DataError as e:
@@ -232,25 +221,71 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         inception_weights=args.inception_weights, diversity=args.diversity,
         diversity_threshold=args.diversity_threshold,
     )
-    state, path = None, None
+    try:  # every number in range (limits.py): nothing above used one for work
+        check_config_numbers(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:  # the three lengths must make a schedule (e.g. a total past the last fade)
+        cfg.schedule()
+    except ValueError as e:
+        raise UsageError(f"--fade-kimg/--stable-kimg/--total-kimg: {e}") from None
+    if args.resume is None and list_checkpoints(out):
+        raise UsageError(
+            f"--out {str(out)!r} already holds a run: pass --resume auto to continue it, "
+            "or choose another --out"
+        )
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        raise UsageError(f"checkpoint {printable(args.resume)!r} does not exist")
+    return cfg
+
+
+def pick_checkpoint(
+    args: argparse.Namespace, cfg: TrainConfig
+) -> tuple[dict[str, Any] | None, Path | None, list[tuple[Path, str]]]:
+    """The checkpoint ``--resume`` asks for, loaded and checked against ``cfg`` by the resume
+    policy: ``(state, path, damaged)``, ``damaged`` the newer checkpoints ``auto`` passed over
+    as unreadable. ``(None, None, [])`` for a fresh start. ``UsageError`` (one line) else."""
     if args.resume is None:
-        if list_checkpoints(out):
-            raise UsageError(
-                f"--out {str(out)!r} already holds a run: pass --resume auto to continue it, "
-                "or choose another --out"
-            )
-    else:
-        path = latest_checkpoint(out) if args.resume == "auto" else Path(args.resume)
-        if path is not None:
-            try:
-                state = load_checkpoint(path)
-            except CheckpointError as e:
-                raise UsageError(str(e)) from None
-            theirs = {k: state["config"].get(k) for k in ARCH_KEYS}
-            if theirs != cfg.arch():
-                diff = ", ".join(f"{k} {theirs[k]} (asked {getattr(cfg, k)})" for k in ARCH_KEYS if theirs[k] != getattr(cfg, k))
-                raise UsageError(f"checkpoint {str(path)!r} is for another model: {diff}")
-    return cfg, state, path
+        return None, None, []
+    out = Path(cfg.out)
+    try:
+        if args.resume == "auto":
+            state, path, damaged = load_newest_good(out)
+            if state is None and damaged:
+                raise UsageError(
+                    f"no checkpoint in {printable(str(out))!r} can be used ({len(damaged)} found; the "
+                    f"newest: {damaged[0][1]}); pass --resume PATH or start a new run in another --out"
+                )
+        else:
+            path, damaged = Path(args.resume), []
+            state = load_checkpoint(path)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    if state is not None:
+        try:
+            resume_changes(state["config"], cfg, state["progress"]["images"])
+        except ResumeRefused as e:
+            raise UsageError(f"{e} (checkpoint {printable(str(path))})") from None
+    return state, path, damaged
+
+
+def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
+    """Rank 0 locks the run folder for the whole run (one lock however many processes); every
+    rank learns whether it could. ``UsageError`` naming the holder when another run has it."""
+    lock, note, failure = None, None, ""
+    if dist.is_main:
+        lock = RunLock(out)
+        try:
+            note = lock.acquire()
+        except RunLocked as e:
+            failure = str(e)
+    if dist.enabled:
+        flag = torch.tensor([1 if failure else 0], dtype=torch.uint8)
+        if int(dist.all_gather_bytes(flag)[0][0]) and not failure:
+            failure = f"run folder {printable(str(out))} is in use by another run (rank 0 names it)"
+    if failure:
+        raise UsageError(failure)
+    return lock, note
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -259,41 +294,61 @@ def run_train(args: argparse.Namespace) -> int:
     Under ``torchrun`` every process runs this; rank 0 alone writes and prints (see
     :mod:`.distributed`).
     """
-    cfg, state, path = resolve(args)
+    cfg = resolve(args)
     dist = Distributed.from_env(cfg.device)
     try:
-        return _train(cfg, state, path, dist)
+        out = Path(cfg.out)
+        created = not out.exists()
+        lock, note = _lock(out, dist)
+        try:
+            return _train(args, cfg, dist, created, note)
+        finally:
+            if lock is not None:
+                lock.release()
+                if created and not any(out.iterdir()):  # a run that never started: no trace
+                    out.rmdir()
     finally:
         dist.close()
 
 
-def _train(cfg: TrainConfig, state: dict[str, Any] | None, path: Path | None, dist: Distributed) -> int:
+def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, created: bool, note: str | None) -> int:
     out = Path(cfg.out)
-    created = not out.exists()
-    echo = print if dist.is_main else (lambda line: None)
+    echo = (lambda line: print(printable(line))) if dist.is_main else (lambda line: None)
     if not dist.is_main:  # rank 0 says it once
         warnings.simplefilter("ignore")
-    if state is not None:
-        echo(f"resuming from {path} at {state['progress']['images'] / 1000:.1f} kimg")
-    source = open_source(cfg.data, cfg.num_faces)
-    if not dist.is_main:
-        dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
+    if note:
+        echo(note)
+    if dist.is_main:
+        removed = clean_temp_files(out, owned=True)
+        if removed:
+            echo(f"note: removed {len(removed)} leftover temp files of interrupted writes in {printable(str(out))}")
     try:
-        data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
-    except DataError as e:
+        state, path, damaged = pick_checkpoint(args, cfg)
+        source = open_source(cfg.data, cfg.num_faces)
+        if not dist.is_main:
+            dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
+        try:
+            data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
+        except DataError as e:
+            raise UsageError(str(e)) from None
+    except (UsageError, DiskFullError):
         if created and dist.is_main:  # leave no trace of a run that never started
-            shutil.rmtree(out, ignore_errors=True)
-        raise UsageError(str(e)) from None
+            for p in out.iterdir():
+                if p.name != ".lock":
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise
     if dist.is_main:
         dist.barrier()
+        for p, why in damaged:
+            p.rename(p.with_name(p.name + ".damaged"))
+            echo(f"warning: {why}; renamed it to {printable(p.name)}.damaged, resuming from the newest good one")
+    if state is not None:
+        echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
     echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".config.json.tmp"
-        tmp.write_text(cfg.to_json() + "\n")
-        os.replace(tmp, out / "config.json")
+        write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)
     where = cfg.device if not dist.enabled else (
         f"{dist.world_size} {cfg.device} processes (global batch = {dist.world_size} x --batch)"
@@ -304,5 +359,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, path: Path | None, di
     result = trainer.run()
     if result == "interrupted":
         return 128 + int(trainer.stopped_by or 2)
+    if result in ("diverged", "disk_full"):
+        raise RunStopped(trainer.stop_message or result)
     echo(f"done: samples and checkpoints in {out}")
     return 0

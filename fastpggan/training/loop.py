@@ -18,6 +18,13 @@ batch: a step consumes ``world_size`` times as many images, and the images count
 schedule, checkpoint names) are global. Rank 0 alone writes the run folder and prints; the
 others take part in the collectives only (logged statistics, checkpoint bookkeeping, a stop
 flag every step so that a signal on any rank stops all of them after the same step).
+
+When things go wrong: losses that turn NaN or infinite stop the run at the next record (no
+checkpoint is ever written from non-finite weights, so the ones kept are finite); a full disk
+stops it with the last good checkpoint kept (:class:`fastpggan.atomic.DiskFullError`). Both
+return a status and leave a one-line :attr:`Trainer.stop_message`. A resume applies the
+settings :mod:`.resume_policy` lets change, for real (the restored optimizers get the new
+learning rate and Adam settings; tick, log and metric intervals restart from the current count).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fastpggan.atomic import DiskFullError, atomic_write
+from fastpggan.console import printable
 from fastpggan.data import ImageData, RealBatches
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
@@ -46,18 +55,24 @@ from fastpggan.sampling import make_grid, sample
 from fastpggan.training.checkpoint import (
     FORMAT,
     checkpoint_name,
+    latest_checkpoint,
     list_checkpoints,
     save_checkpoint,
 )
 from fastpggan.training.collapse import CollapseMonitor
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed, StopVote, param_digest, rank_seed
+from fastpggan.training.resume_policy import resume_changes, show_value
 from fastpggan.training.runlog import RunLog
 from fastpggan.training.schedule import Position
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
 
 Fade = float | torch.Tensor
 STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
+
+
+class NonFinite(Exception):
+    """The losses or the weights stopped being finite numbers (caught in :meth:`Trainer.run`)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ class Trainer:
     ) -> None:
         self.dist = dist if dist is not None else Distributed()
         self.cfg, self.data = cfg, data
-        self.echo = echo if self.dist.is_main else (lambda line: None)
+        # every line printable whatever the terminal (file names need not be text)
+        self.echo = (lambda line: echo(printable(line))) if self.dist.is_main else (lambda line: None)
         self.out = Path(cfg.out)
         self.device = self.dist.device(cfg.device)
         self.schedule = cfg.schedule()
@@ -137,6 +153,9 @@ class Trainer:
             "images": 0, "step": 0, "segment": [-1, False], "ticks": 0,
             "next_tick": tick, "next_log": log, "next_metric": round(cfg.metric_every * 1000),
         }
+        # Settings changed on resume: {field: [old, new]} (recorded in the resume event).
+        self.resumed_changes: dict[str, list[Any]] = {}
+        self.stop_message: str | None = None  # one line when run() ends "diverged" or "disk_full"
         if resume is not None:
             self._load(resume)
         if self.collapse is not None:
@@ -172,13 +191,17 @@ class Trainer:
         }
 
     def _load(self, s: dict[str, Any]) -> None:
+        # ResumeRefused (a ValueError) for settings the policy does not let change
+        self.resumed_changes = resume_changes(s["config"], self.cfg, s["progress"]["images"])
         self.G.load_state_dict(s["G"])
         self.D.load_state_dict(s["D"])
         self.G_ema.load_state_dict(s["G_ema"])
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
+        self._apply_adam_settings()
         self.steps.load_state_dict(s.get("steps", {}))
         self.progress.update(s["progress"])
+        self._restart_intervals()
         rng = s["rng"]
         torch.set_rng_state(rng["torch_cpu"])
         gens = rng.get("gen_ranks", [rng["gen"]])  # one state per rank of the run that saved it
@@ -193,6 +216,31 @@ class Trainer:
             why = (f"from {len(gens)} to {self.dist.world_size} processes" if same_device
                    else f"on {self.device.type} from a {rng['gen_device']} run")
             self.echo(f"note: resumed {why}; latents reseeded")
+
+    def _apply_adam_settings(self) -> None:
+        """Restored optimizers keep the hyperparameters they were saved with: give them this
+        run's. (The learning rate is the phase's: :meth:`_enter` sets it when the resumed run
+        enters its phase, so a rate changed on resume takes effect there.)"""
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["betas"] = tuple(self.cfg.betas)
+                group["eps"] = self.cfg.adam_eps
+
+    def _restart_intervals(self) -> None:
+        """An interval changed on resume counts from the images seen so far."""
+        pr, images = self.progress, self.progress["images"]
+        for field, key in (("tick_kimg", "next_tick"), ("log_kimg", "next_log"), ("metric_every", "next_metric")):
+            if field in self.resumed_changes:
+                step = round(getattr(self.cfg, field) * 1000)
+                pr[key] = (images // step + 1) * step if step > 0 else 0
+
+    def _all_finite(self) -> bool:
+        """Whether every weight, buffer and optimizer state of the run is finite (one host sync)."""
+        tensors = [t for m in (self.G, self.D, self.G_ema) for t in m.state_dict().values()]
+        for opt in (self.opt_g, self.opt_d):
+            tensors += [t for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+        tensors = [t for t in tensors if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
     def _rank_states(self) -> tuple[list[torch.Tensor], list[str]]:
         """Every rank's latent-generator state and weight digest (a collective). Raises if the
@@ -211,7 +259,12 @@ class Trainer:
 
         Multi-process: every rank calls it (it gathers each rank's generator state and weight
         digest into the checkpoint); rank 0 alone writes. Returns the checkpoint's path.
+        :class:`NonFinite` instead of writing non-finite weights (every rank holds the same
+        weights, so every rank decides alike); :class:`DiskFullError` with the older
+        checkpoints kept.
         """
+        if not self._all_finite():
+            raise NonFinite("non-finite weights")
         res = self.schedule.at(self.progress["images"]).phase.res
         path = self.out / checkpoint_name(self.progress["images"], res)
         if self.dist.enabled:
@@ -235,7 +288,7 @@ class Trainer:
         images = self.progress["images"]
         path = self.out / f"grid-{pos.phase.res}px-{images / 1000:09.3f}kimg.png"
         img = make_grid(samples)
-        img.save(path)
+        atomic_write(path, lambda f: img.save(f, format="PNG"), what="sample grid")
         log.image("samples", img, images)
         return path
 
@@ -295,7 +348,9 @@ class Trainer:
 
     def run(self, max_steps: int | None = None) -> str:
         """Train to the end of the schedule: returns ``"done"``, ``"interrupted"`` (SIGINT or
-        SIGTERM: checkpoint written) or ``"paused"`` (``max_steps`` reached: checkpoint written)."""
+        SIGTERM: checkpoint written), ``"paused"`` (``max_steps`` reached: checkpoint written),
+        ``"diverged"`` (non-finite losses or weights: stopped, nothing written from them) or
+        ``"disk_full"`` (the older checkpoints kept); the last two set :attr:`stop_message`."""
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         handlers = {}
@@ -317,6 +372,7 @@ class Trainer:
         pr, total = self.progress, self.schedule.total_images
         self._begin(log)
         steps_here = 0
+        images_ok = pr["images"]  # after the last step known to be finite
         try:
             while pr["images"] < total:
                 pos = self.schedule.at(pr["images"])
@@ -326,6 +382,7 @@ class Trainer:
                 due = self._due(pos)
                 if due.record:
                     self._on_record(log, pos, due)
+                    images_ok = pr["images"]  # the record found the losses finite
                 # A signal on any rank stops every rank after the same step (one step later
                 # when there are several ranks: the vote is reduced in the background).
                 stop = self._vote(self._stop or 0)
@@ -333,6 +390,10 @@ class Trainer:
                     return self._on_stop(log, stop)
                 if max_steps is not None and steps_here >= max_steps and pr["images"] < total:
                     return self._on_pause(log)
+        except NonFinite as e:
+            return self._on_non_finite(log, images_ok, str(e))
+        except DiskFullError as e:
+            return self._on_disk_full(e)
         finally:
             self._vote.settle()  # every rank issued it: it completes
             if self._bar is not None:
@@ -359,7 +420,11 @@ class Trainer:
         if pr["images"] == 0:
             log.record("event", 0, event="start", config=self.cfg.to_dict(), world_size=W)
         else:
-            log.record("event", pr["images"], event="resume", step=pr["step"], world_size=W)
+            log.record("event", pr["images"], event="resume", step=pr["step"], world_size=W,
+                       changed=self.resumed_changes)
+            if self.resumed_changes:
+                shown = ", ".join(f"{k} {show_value(v[0])} -> {show_value(v[1])}" for k, v in self.resumed_changes.items())
+                self.echo(f"resumed with changed settings: {shown}")
 
     def _enter(self, log: RunLog, pos: Position) -> None:
         """Before a step at ``pos``: a new phase (or a resume inside one) gets its real-batch feed,
@@ -458,7 +523,8 @@ class Trainer:
                 f"fade {pos.fade:.2f} {speed:.0f} img/s D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}"
             )
         if not all(math.isfinite(v) for v in means):
-            self.echo(f"warning: non-finite losses at {pr['images'] / 1000:.1f} kimg: {vals}")
+            bad = ", ".join(f"{k} {v}" for k, v in vals.items() if not math.isfinite(v))
+            raise NonFinite(f"non-finite losses ({bad})")
         self._acc.zero_()
         self._acc_steps, self._t_log, self._img_log = 0, t, pr["images"]
         step_log = round(cfg.log_kimg * 1000)
@@ -512,6 +578,27 @@ class Trainer:
         log.record("event", self.progress["images"], event=f"stopped by {name}", checkpoint=path.name)
         self.echo(f"stopped by {name}: checkpoint {path}")
         return "interrupted"
+
+    def _on_non_finite(self, log: RunLog, images_ok: int, what: str) -> str:
+        """Losses or weights stopped being finite after ``images_ok`` images: nothing is
+        written from this state; the run stops (``"diverged"``) naming the last checkpoint."""
+        images = self.progress["images"]
+        last = latest_checkpoint(self.out) if self.dist.is_main else None
+        log.record("event", images, event="non-finite losses", detail=what,
+                   last_checkpoint=last.name if last else None)
+        then = (f"the last checkpoint, {last}, is finite: resume from it, e.g. with a lower --lr"
+                if last else "no checkpoint was written yet: start again with a lower --lr")
+        self.stop_message = (f"stopped: {what} between {images_ok / 1000:g} and {images / 1000:g} kimg; "
+                             f"nothing was saved from them; {then}")
+        return "diverged"
+
+    def _on_disk_full(self, e: DiskFullError) -> str:
+        """The disk filled up while writing: no partial file, the older checkpoints kept."""
+        last = latest_checkpoint(self.out)
+        kept = f"last good checkpoint {last}" if last else "no checkpoint was written yet"
+        self.stop_message = (f"{e}; stopped at {self.progress['images'] / 1000:g} kimg, {kept}: free "
+                             "space and resume with --resume auto")
+        return "disk_full"
 
     def _on_pause(self, log: RunLog) -> str:
         """``max_steps`` reached before the end: checkpoint, record, ``"paused"``."""

@@ -1,0 +1,268 @@
+"""What a run does when things go wrong, end to end on tiny CPU runs: a second process on the
+run folder, resumes with changed settings, numbers that cannot train, losses that turn
+non-finite, a full disk, a damaged checkpoint, leftovers of interrupted writes, and generate
+with more samples than fit in memory as one image."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastpggan import atomic
+from fastpggan.__main__ import main
+from fastpggan.training.checkpoint import list_checkpoints, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
+        "--num-faces", "32", "--workers", "0", "--grid", "2", "--no-tensorboard"]
+RUN8 = ["train", "--res", "8", "--fade-kimg", "0.008", "--stable-kimg", "0.008", "--total-kimg", "0.024", *TINY]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _events(out: Path, name: str) -> list[dict]:
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [r for r in recs if r["kind"] == "event" and r["event"] == name]
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+
+
+# --- one run per folder ---------------------------------------------------------------------
+def test_second_process_on_the_same_out_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = textwrap.dedent("""
+        import sys, time
+        from fastpggan.training.runlock import RunLock
+        RunLock(sys.argv[1]).acquire(); print("held", flush=True); time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in out.iterdir())
+        for extra in ([], ["--resume", "auto"]):
+            assert main([*RUN8, "--out", str(out), *extra]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"in use by another run (pid {holder.pid} on " in err[0]
+        assert sorted(p.name for p in out.iterdir()) == before  # no config, cache, log
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_and_leftover_temp_files_are_cleaned_at_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = _dead_pid()
+    (out / ".lock").write_text(json.dumps({"pid": dead, "host": atomic.HOST, "started": 1.7e9}))
+    leftovers = [out / f".ckpt-00000.008kimg-4px.pt.tmp-{atomic.HOST}-{dead}", out / ".config.json.tmp",
+                 out / f".grid-4px-00000.008kimg.png.tmp-{atomic.HOST}-{dead}"]
+    for p in leftovers:
+        p.write_bytes(b"partial")
+    cache_tmp = out / "cache" / f".0123456789abcdef0123.tmp-{atomic.HOST}-{dead}"
+    cache_tmp.mkdir(parents=True)
+    assert main([*RUN8, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"took over the lock of {out} left by a run that is no longer running (pid {dead}" in said
+    assert "removed 3 leftover temp files" in said
+    assert not any(p.exists() for p in [*leftovers, cache_tmp]) and not (out / ".lock").exists()
+
+
+# --- resume policy ---------------------------------------------------------------------------
+def test_resume_applies_allowed_changes_records_them_and_refuses_the_rest(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 0
+    log_before = (out / "log.jsonl").read_text()
+    # refused: one line, exit 2, nothing written
+    assert main([*RUN8, "--out", str(out), "--seed", "5", "--total-kimg", "0.04", "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed 5 (checkpoint: 0)" in err[0] and "another --out" in err[0]
+    assert (out / "log.jsonl").read_text() == log_before
+    # allowed: the learning rate really changes in both optimizers, and is recorded
+    assert main([*RUN8, "--out", str(out), "--lr", "0.004", "--total-kimg", "0.04", "--tick-kimg", "0.008",
+                 "--resume", "auto"]) == 0
+    ev = _events(out, "resume")[-1]
+    assert set(ev["changed"]["lr"][1].values()) == {0.004} and ev["changed"]["total_kimg"] == [0.024, 0.04]
+    assert ev["changed"]["tick_kimg"] == [50.0, 0.008] and set(ev["changed"]) == {"lr", "total_kimg", "tick_kimg"}
+    # the new tick interval counts from where the run was (a tick at 32 images, not at 50 kimg)
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in recs if r["kind"] == "tick"] == [0.032]
+    state = load_checkpoint(list_checkpoints(out)[-1])
+    assert state["progress"]["images"] == 40
+    for opt in ("opt_g", "opt_d"):
+        assert {g["lr"] for g in state[opt]["param_groups"]} == {0.004}
+    assert "lr 0.001,1024:0.0015 -> 0.004" in capsys.readouterr().out
+
+
+def test_shorter_schedule_than_the_run_has_seen_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out), "--total-kimg", "0.056"]) == 0
+    assert main([*RUN8, "--out", str(out), "--resume", "auto"]) == 2  # total back to 0.024: before where the run is
+    assert "the new schedule ends at" in capsys.readouterr().err
+
+
+# --- numbers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag, value", [
+    ("--lr", "nan"), ("--lr", "inf"), ("--fade-kimg", "inf"), ("--stable-kimg", "nan"),
+    ("--total-kimg", "1e999"), ("--ema-beta", "nan"), ("--tick-kimg", "1e-9"), ("--log-kimg", "0"),
+    ("--metric-every", "nan"), ("--metric-every", "-1"), ("--seed", str(2**70)), ("--grid", "100000"), ("--latent-dim", str(10**12)),
+    ("--num-faces", str(10**12)), ("--batch", "99999999"), ("--keep-ckpts", "0"),
+])
+def test_numbers_that_cannot_train_exit_2_before_any_write(tmp_path, capsys, flag, value):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out), flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+    assert not out.exists()
+
+
+# --- non-finite losses -----------------------------------------------------------------------
+def test_non_finite_losses_stop_with_the_last_finite_checkpoint(tmp_path, capsys, monkeypatch):
+    from fastpggan.training.steps import TrainSteps
+
+    real_g_step = TrainSteps.g_step
+    calls = {"n": 0}
+
+    def diverging(self, *a, **k):  # the run's weights blow up at the 6th step
+        calls["n"] += 1
+        if calls["n"] == 6:
+            with torch.no_grad():
+                next(self.G.parameters()).fill_(float("nan"))
+        return real_g_step(self, *a, **k)
+
+    monkeypatch.setattr(TrainSteps, "g_step", diverging)
+    out = tmp_path / "run"
+    args = [*RUN8, "--out", str(out), "--tick-kimg", "0.008", "--ckpt-ticks", "1", "--keep-ckpts", "2",
+            "--total-kimg", "0.104"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite losses" in err[0] and "ckpt-00000.040kimg-8px.pt" in err[0]
+    ckpts = list_checkpoints(out)
+    assert [p.name for p in ckpts][-1] == "ckpt-00000.040kimg-8px.pt"  # the step before the NaN
+    for p in ckpts:  # every checkpoint kept is finite
+        s = load_checkpoint(p)
+        assert all(torch.isfinite(t).all() for m in ("G", "D", "G_ema") for t in s[m].values())
+    assert _events(out, "non-finite losses")
+
+
+# --- disk full -------------------------------------------------------------------------------
+def test_disk_full_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    real_open = atomic._open_temp
+    written: list[str] = []
+
+    def filling(path):
+        if len([w for w in written if "ckpt-" in w]) >= 2 and "ckpt-" in path.name:
+            raise OSError(28, "No space left on device")
+        written.append(path.name)
+        return real_open(path)
+
+    monkeypatch.setattr(atomic, "_open_temp", filling)
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out), "--tick-kimg", "0.008", "--ckpt-ticks", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastpggan train: error: disk full") and str(out) in err[0]
+    assert "last good checkpoint" in err[0]
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if ".tmp" in n]
+    assert len(list_checkpoints(out)) == 2 and all(load_checkpoint(p) for p in list_checkpoints(out))
+
+
+# --- damaged checkpoints -----------------------------------------------------------------------
+def test_resume_auto_falls_back_from_a_damaged_checkpoint_and_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 0
+    newest = list_checkpoints(out)[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main([*RUN8, "--out", str(out), "--total-kimg", "0.04", "--resume", "auto"]) == 0
+    said = capsys.readouterr().out
+    assert f"{newest.name}' is damaged" in said and "resuming from the newest good one" in said
+    assert (out / (newest.name + ".damaged")).exists()
+    # generate refuses a damaged file with one line
+    bad = out / (newest.name + ".damaged")
+    assert main(["generate", "--ckpt", str(bad), "--out", str(tmp_path / "s.png")]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+# --- generate with bounded memory ------------------------------------------------------------
+@pytest.fixture
+def ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("g") / "run"
+    assert main([*RUN8, "--out", str(out)]) == 0
+    return list_checkpoints(out)[-1]
+
+
+def test_generate_many_samples_writes_several_sheets(ckpt, tmp_path, capsys, monkeypatch):
+    import fastpggan.sampling as sheets
+    from PIL import Image
+
+    monkeypatch.setattr(sheets, "MAX_SHEET_SIDE", 256)  # 4 x 4 cells of 64 px per sheet
+    out = tmp_path / "s.png"
+    assert main(["generate", "--ckpt", str(ckpt), "--n", "40", "--out", str(out)]) == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["s-001.png", "s-002.png", "s-003.png"]
+    assert Image.open(tmp_path / "s-001.png").size == (4 * 65 - 1, 4 * 65 - 1)
+    assert Image.open(tmp_path / "s-003.png").size == (4 * 65 - 1, 2 * 65 - 1)
+    assert "3 sheets" in capsys.readouterr().out
+    # sample i is the same whatever --n: the first sheet of 40 is the sheet of 16
+    assert main(["generate", "--ckpt", str(ckpt), "--n", "16", "--out", str(tmp_path / "one.png")]) == 0
+    assert Image.open(tmp_path / "one.png").tobytes() == Image.open(tmp_path / "s-001.png").tobytes()
+
+
+def test_generate_walk_too_large_is_refused_with_the_limit(ckpt, tmp_path, capsys, monkeypatch):
+    import fastpggan.sampling as sheets
+
+    monkeypatch.setattr(sheets, "MAX_GIF_BYTES", 1 << 20)
+    out = tmp_path / "w.gif"
+    assert main(["generate", "--ckpt", str(ckpt), "--n", "16", "--interpolate", "50", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--interpolate" in err and "limit" in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--n", "0"], ["--n", str(10**12)], ["--seed", "-1"], ["--interpolate", "0"]])
+def test_generate_numbers_are_checked(ckpt, tmp_path, capsys, argv):
+    assert main(["generate", "--ckpt", str(ckpt), "--out", str(tmp_path / "x.gif" if "--interpolate" in argv
+                 else tmp_path / "x.png"), *argv]) == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+# --- printable paths ----------------------------------------------------------------------------
+def test_paths_that_are_not_text_print_on_a_strict_terminal(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(data / f"ok{i}.png")
+    with open(os.fsencode(str(data)) + b"/bad-\xff.png", "wb") as f:
+        f.write(b"not an image")
+    out = os.fsencode(str(tmp_path)) + b"/run-\xfe"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *RUN8[1:], "--data", str(data), "--out", os.fsdecode(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bad-\\xff.png" in r.stdout and "run-\\xfe" in r.stdout
+
+
+def test_disk_full_while_caching_the_data_exits_1_and_leaves_no_run(tmp_path, capsys, monkeypatch):
+    def full(fd, offset, length):  # the OS: no room for the image cache
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full: could not write the image cache" in err[0]
+    assert not out.exists()
