@@ -24,6 +24,7 @@ from PIL import Image
 from bench import gpu_report
 from bench.gpu_report import cli, plan, procs, stages, trainlog
 from bench.gpu_report.table import StageResult, header_value, render_table
+from fastpggan.sampling import layout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,9 +87,13 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
         assert trainlog.events(records)[-1] == "done"
         assert trainlog.top_res(records) == plan.E2E_DRY.res
         assert trainlog.resumed_and_trained(records) == (run == "e2e")
-    for grid in ("grid-generate.png", "grid-train.png"):  # 4 x 4 samples of 16 px, or larger
+    # generate's --n and train's --grid 4 both make one sheet of 16 samples at the top resolution,
+    # laid out by the project's own sheet layout (its sizes are tested in test_sampling_sheets)
+    n = plan.E2E_DRY.generate_n
+    expected = layout(n, plan.E2E_DRY.res).sheet_size(n)
+    for grid in ("grid-generate.png", "grid-train.png"):
         with Image.open(out / grid) as img:
-            assert img.mode == "RGB" and min(img.size) >= 4 * 16, (grid, img.size)
+            assert img.mode == "RGB" and img.size == expected, (grid, img.size, expected)
 
     for name in ("eager reference", "eager fused", "cudagraphs fused", "compiled fused",
                  "compiled reference"):
