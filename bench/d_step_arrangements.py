@@ -19,7 +19,7 @@ import time
 import torch
 
 from fastpggan import Discriminator
-from fastpggan.loss import combine_d_loss, d_loss_wgan_gp, gradient_penalty, penalty_from_grad
+from fastpggan.loss import critic_terms, d_loss_wgan_gp, gradient_penalty, penalty_from_grad
 
 
 def functional_d_grads(D: torch.nn.Module, **compile_kwargs):
@@ -32,7 +32,9 @@ def functional_d_grads(D: torch.nn.Module, **compile_kwargs):
             return torch.func.functional_call(D, params, (x, fade))
 
         grad = torch.func.grad(lambda m: critic(m).sum())(torch.lerp(real, fake, alpha))
-        return combine_d_loss(critic(real), critic(fake), penalty_from_grad(grad))
+        real_scores, fake_scores, gp = critic(real), critic(fake), penalty_from_grad(grad)
+        terms = critic_terms(real_scores, fake_scores, gp)
+        return terms.loss(), terms.stats(real_scores, fake_scores, gp)
 
     return torch.compile(torch.func.grad_and_value(loss, has_aux=True), **compile_kwargs)
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     counter = [0]
 
     def split(every: int = 1):
-        loss, _ = combine_d_loss(D_c(real, fade), D_c(fake, fade), None)
+        loss = critic_terms(D_c(real, fade), D_c(fake, fade), None).loss()
         if counter[0] % every == 0:
             loss = loss + every * 10.0 * gradient_penalty(D, real, fake, fade, alpha=alpha).mean()
         counter[0] += 1

@@ -1,8 +1,9 @@
 """WGAN-GP loss with the PGGAN drift term (Gulrajani et al. 2017; Karras et al. 2017).
 
-D loss per sample: ``D(fake) - D(real) + lambda * (||grad_x D(x_hat)||_2 - target)**2 / target**2
-+ drift * D(real)**2``, averaged over the batch, with ``x_hat`` a per-sample random mix of real
-and fake. G loss: ``-D(G(z))``. The penalty keeps its graph (``create_graph=True``), so D's
+D loss: the batch mean of ``D(fake) - D(real) + lambda * (||grad_x D(x_hat)||_2 - target)**2 /
+target**2 + drift * D(real)**2``, with ``x_hat`` a per-sample random mix of real and fake, taken as
+one term per pass (:class:`CriticTerms`: reals with drift, fakes, penalty), which training
+backpropagates one by one and :func:`d_loss_wgan_gp` sums. G loss: ``-D(G(z))``. The penalty keeps its graph (``create_graph=True``), so D's
 weights receive its second-order gradient. Every returned statistic is a detached tensor: the
 loss functions never synchronise with the host.
 
@@ -17,7 +18,7 @@ respect to the current-resolution image (the seed article's form).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -73,27 +74,65 @@ def penalty_upscale(gp_resolution: str, resolution: int, res: int) -> int:
     raise ValueError(f"gp_resolution must be 'full' or 'current', got {gp_resolution!r}")
 
 
-def combine_d_loss(
+class CriticTerms(NamedTuple):
+    """The critic's loss as one term per pass, each a 0-d tensor that keeps its graph.
+
+    ``real = mean(drift * D(real)**2 - D(real))``, ``fake = mean(D(fake))``, ``penalty =
+    gp_lambda * mean(gp)`` (``None`` on a step that skips the penalty). The loss is their sum.
+    A training step backpropagates each term as soon as its pass is done (each graph is then
+    freed before the next pass is built); :func:`d_loss_wgan_gp` sums them. Both take the
+    statistics from these same terms (:meth:`stats`).
+    """
+
+    real: torch.Tensor
+    fake: torch.Tensor
+    penalty: torch.Tensor | None
+
+    def loss(self) -> torch.Tensor:
+        total = self.real + self.fake
+        return total + self.penalty if self.penalty is not None else total
+
+    def stats(self, real_scores: torch.Tensor, fake_scores: torch.Tensor, gp: torch.Tensor | None
+              ) -> dict[str, torch.Tensor]:
+        """Detached 0-d statistics: ``d_loss`` (the sum of the terms), ``d_real``, ``d_fake``
+        (mean scores of the ``[N]`` score tensors) and, with a penalty ``[N]``, ``gp`` (its mean)."""
+        with torch.no_grad():
+            d_loss = self.loss()
+        stats = {
+            "d_loss": d_loss,
+            "d_real": real_scores.detach().mean(),
+            "d_fake": fake_scores.detach().mean(),
+        }
+        if gp is not None:
+            stats["gp"] = gp.detach().mean()
+        return stats
+
+
+def critic_real_term(real_scores: torch.Tensor, drift: float = DRIFT) -> torch.Tensor:
+    """The reals' term, ``mean(drift * s**2 - s)`` of their scores ``[N]``."""
+    return (drift * real_scores.square() - real_scores).mean()
+
+
+def critic_fake_term(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The fakes' term, ``mean(s)`` of their scores ``[N]``."""
+    return fake_scores.mean()
+
+
+def critic_penalty_term(gp: torch.Tensor, gp_lambda: float = GP_LAMBDA) -> torch.Tensor:
+    """The penalty's term, ``gp_lambda * mean(gp)`` of the per-sample penalties ``[N]``."""
+    return gp_lambda * gp.mean()
+
+
+def critic_terms(
     real_scores: torch.Tensor,
     fake_scores: torch.Tensor,
     gp: torch.Tensor | None,
     gp_lambda: float = GP_LAMBDA,
     drift: float = DRIFT,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The critic's loss from its scores ``[N]`` and per-sample penalties ``[N]`` (or ``None``
-    when the penalty is computed elsewhere), with the detached statistics."""
-    per_sample = fake_scores - real_scores + drift * real_scores.square()
-    if gp is not None:
-        per_sample = per_sample + gp_lambda * gp
-    loss = per_sample.mean()
-    stats = {
-        "d_loss": loss.detach(),
-        "d_real": real_scores.detach().mean(),
-        "d_fake": fake_scores.detach().mean(),
-    }
-    if gp is not None:
-        stats["gp"] = gp.detach().mean()
-    return loss, stats
+) -> CriticTerms:
+    """All three terms at once, from the scores ``[N]`` and the penalties ``[N]`` (or ``None``)."""
+    penalty = critic_penalty_term(gp, gp_lambda) if gp is not None else None
+    return CriticTerms(critic_real_term(real_scores, drift), critic_fake_term(fake_scores), penalty)
 
 
 def d_loss_wgan_gp(
@@ -117,7 +156,8 @@ def d_loss_wgan_gp(
     real_scores = D(real, fade)
     fake_scores = D(fake.detach(), fade)
     gp = gradient_penalty(D, real, fake, fade, target=target, alpha=alpha, upscale=upscale)
-    return combine_d_loss(real_scores, fake_scores, gp, gp_lambda, drift)
+    terms = critic_terms(real_scores, fake_scores, gp, gp_lambda, drift)
+    return terms.loss(), terms.stats(real_scores, fake_scores, gp)
 
 
 def g_loss_wgan(D: Critic, fake: torch.Tensor, fade: float | torch.Tensor = 1.0) -> torch.Tensor:

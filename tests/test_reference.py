@@ -11,7 +11,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import fastpggan
 from fastpggan import Discriminator, Generator, ops
 from fastpggan.layers import EqualizedConv2d, EqualizedLinear, downsample2x, upsample2x
-from fastpggan.loss import d_loss_wgan_gp, g_loss_wgan, gradient_penalty
+from fastpggan.loss import critic_terms, d_loss_wgan_gp, g_loss_wgan, gradient_penalty
 from fastpggan.ops import reference
 
 F64 = torch.float64
@@ -332,6 +332,27 @@ def test_d_loss_total_by_hand() -> None:
     torch.testing.assert_close(stats["d_real"], sr.mean())
     assert all(not v.requires_grad for v in stats.values())
     torch.testing.assert_close(g_loss_wgan(D, fake), -sf.mean())
+
+
+def test_critic_terms_are_the_loss_and_its_statistics() -> None:
+    # One critic loss: the terms the training step backpropagates pass by pass sum to the loss,
+    # and the statistics are read off the same terms (with and without the penalty).
+    sr, sf = torch.randn(5, dtype=F64), torch.randn(5, dtype=F64)
+    gp = torch.rand(5, dtype=F64)
+    terms = critic_terms(sr, sf, gp, gp_lambda=3.0, drift=0.01)
+    torch.testing.assert_close(terms.real, (0.01 * sr**2 - sr).mean())
+    torch.testing.assert_close(terms.fake, sf.mean())
+    torch.testing.assert_close(terms.penalty, 3.0 * gp.mean())
+    want = (sf - sr + 3.0 * gp + 0.01 * sr**2).mean()
+    torch.testing.assert_close(terms.loss(), want)
+    stats = terms.stats(sr, sf, gp)
+    assert set(stats) == {"d_loss", "d_real", "d_fake", "gp"}
+    torch.testing.assert_close(stats["d_loss"], want)
+    torch.testing.assert_close(stats["gp"], gp.mean())
+    no_gp = critic_terms(sr, sf, None, gp_lambda=3.0, drift=0.01)
+    assert no_gp.penalty is None
+    torch.testing.assert_close(no_gp.loss(), (sf - sr + 0.01 * sr**2).mean())
+    assert set(no_gp.stats(sr, sf, None)) == {"d_loss", "d_real", "d_fake"}
 
 
 def test_penalty_reaches_discriminator_weights() -> None:

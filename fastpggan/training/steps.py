@@ -29,7 +29,15 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from fastpggan.loss import combine_d_loss, g_loss_wgan, gradient_penalty, penalty_upscale
+from fastpggan.loss import (
+    CriticTerms,
+    critic_fake_term,
+    critic_penalty_term,
+    critic_real_term,
+    g_loss_wgan,
+    gradient_penalty,
+    penalty_upscale,
+)
 
 Fade = float | torch.Tensor
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -195,20 +203,21 @@ class TrainSteps:
         self.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
             real_scores = _full(self.D_run(real, fade))
-        self.scaler_d.scale((self.drift * real_scores.square() - real_scores).mean()).backward()
+        real_term = critic_real_term(real_scores, self.drift)
+        self.scaler_d.scale(real_term).backward()
         real_scores = self._keep(real_scores.detach())
         with self._autocast():
             fake_scores = _full(self.D_run(fake, fade))
-        self.scaler_d.scale(fake_scores.mean()).backward()
-        gp = None
+        fake_term = critic_fake_term(fake_scores)
+        self.scaler_d.scale(fake_term).backward()
+        gp = penalty_term = None
         if step % self.gp_every == 0:
             upscale = penalty_upscale(self.gp_resolution, self.D.resolution, res)
             gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha, upscale=upscale)
-            self.scaler_d.scale(gp_lambda * gp.mean()).backward()
-            gp = gp.detach()
-        _, stats = combine_d_loss(
-            real_scores.detach(), fake_scores.detach(), gp, gp_lambda, self.drift
-        )
+            penalty_term = critic_penalty_term(gp, gp_lambda)
+            self.scaler_d.scale(penalty_term).backward()
+        terms = CriticTerms(real_term, fake_term, penalty_term)
+        stats = terms.stats(real_scores, fake_scores, gp)
         if gp is not None:
             self._last_gp = stats["gp"]
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
