@@ -1,5 +1,9 @@
 """The progressive training loop (the authors' recipe) with exact, atomic checkpoints.
 
+:class:`Trainer` holds what a checkpoint holds (models, optimizers, latent generator, the
+:class:`.progress.Progress` counters) and writes it; each :meth:`Trainer.run` is a
+:class:`.run.Run`, which takes the steps and handles what each one ends.
+
 Per step: one D step (WGAN-GP + drift on faded, mirrored reals), one G step, one EMA update of
 ``G_ema``; the updates themselves (eager or compiled) are :class:`.steps.TrainSteps`. Adam state
 is reset whenever the level of detail changes (start and end of every fade), as the authors do.

@@ -103,7 +103,7 @@ class Run:
     ``stop_message``: one line when :meth:`train` ends ``"diverged"`` or ``"disk_full"``.
     """
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Trainer) -> None:  # loop.Trainer: not imported, loop imports run
         t = self.trainer = trainer
         self.cfg, self.dist, self.progress, self.echo = t.cfg, t.dist, t.progress, t.echo
         self.log = RunLog(t.out, self.cfg.tensorboard, enabled=self.dist.is_main)
