@@ -165,19 +165,19 @@ def _signal_worker(rank: int, port: int, out: str) -> None:
     try:
         t = Trainer(_tiny_config(Path(out) / "run"), load_data(open_source(None, 16), 8), dist=dist)
         if rank == 1:  # SIGTERM to this rank alone, during its third step
-            import fastpggan.training.loop as loop
+            import fastpggan.training.run as run
 
-            orig = loop.ema_update
+            orig = run.ema_update
 
             def ema_then_signal(*a):
                 orig(*a)
-                if t.progress["step"] == 2:
+                if t.progress.step == 2:
                     os.kill(os.getpid(), signal.SIGTERM)
 
-            loop.ema_update = ema_then_signal
+            run.ema_update = ema_then_signal
         result = t.run()
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(
-            {"result": result, "by": t.stopped_by, "step": t.progress["step"]}))
+            {"result": result, "by": t.stopped_by, "step": t.progress.step}))
     finally:
         dist.close()
 

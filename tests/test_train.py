@@ -14,7 +14,7 @@ import torch
 from fastpggan.__main__ import main
 from fastpggan.data import load_data, open_source
 from fastpggan.training import TrainConfig, Trainer, latest_checkpoint, list_checkpoints, load_checkpoint
-from fastpggan.training.loop import prepare_reals
+from fastpggan.training.run import prepare_reals
 
 # Tiny model and schedule: res 16 = 4px 32 images, then 8 and 16px 32 fading + 32 stable each
 # (batch 8: a phase ends one step after its images are used up, as the authors' schedule does).
@@ -110,7 +110,7 @@ def test_resume_is_exact(tmp_path, n_steps):
     first = Trainer(tiny_config(tmp_path / "b"), data)
     assert first.run(max_steps=n_steps) == "paused"
     ckpt = latest_checkpoint(tmp_path / "b")
-    pos = first.schedule.at(first.progress["images"])
+    pos = first.schedule.at(first.progress.images)
     if n_steps == 6:
         assert not pos.stable and 0 < pos.fade < 1
     del first
@@ -118,7 +118,7 @@ def test_resume_is_exact(tmp_path, n_steps):
     resumed = Trainer(tiny_config(tmp_path / "b"), data, resume=load_checkpoint(ckpt))
     assert resumed.run(max_steps=total - n_steps) == "paused"
 
-    assert resumed.progress["images"] == straight.progress["images"] == total * 8
+    assert resumed.progress.images == straight.progress.images == total * 8
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and len(a) > 20
     for k in a:
@@ -157,14 +157,14 @@ def test_sigterm_writes_a_checkpoint_and_stops(tmp_path):
             sent.append(1)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    import fastpggan.training.loop as loop
+    import fastpggan.training.run as run
 
-    orig = loop.ema_update
-    loop.ema_update = lambda *a: (orig(*a), send_once())
+    orig = run.ema_update
+    run.ema_update = lambda *a: (orig(*a), send_once())
     try:
         assert t.run() == "interrupted"
     finally:
-        loop.ema_update = orig
+        run.ema_update = orig
     assert t.stopped_by == signal.SIGTERM
     ckpt = latest_checkpoint(tmp_path)
     assert load_checkpoint(ckpt)["progress"]["step"] == 1

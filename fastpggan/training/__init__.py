@@ -3,7 +3,8 @@
 Public names:
     TrainConfig, parse_batch, parse_lr, DEFAULT_BATCH, DEFAULT_LR   settings (``config``)
     Schedule                                       images seen -> resolution and fade (``schedule``)
-    Trainer, prepare_reals                         the loop (``loop``)
+    Trainer                                        models, optimizers, checkpoints; run() (``loop``)
+    prepare_reals                                  one run's steps and events (``run``)
     TrainSteps, ema_update, reset_adam             one step's updates, eager or compiled (``steps``)
     save_checkpoint, load_checkpoint, latest_checkpoint, CheckpointError,
     load_generator, load_newest_good               checkpoints and their G_ema (``checkpoint``)
@@ -23,8 +24,9 @@ from fastpggan.training.checkpoint import (
 )
 from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig, parse_batch, parse_lr
 from fastpggan.training.limits import LIMITS, check_config_numbers
-from fastpggan.training.loop import Trainer, prepare_reals
+from fastpggan.training.loop import Trainer
 from fastpggan.training.resume_policy import RESUME_POLICY, ResumeRefused, resume_changes
+from fastpggan.training.run import prepare_reals
 from fastpggan.training.runlock import RunLock, RunLocked
 from fastpggan.training.schedule import Schedule
 from fastpggan.training.steps import TrainSteps, ema_update, reset_adam
