@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastpggan.flags import Limit, check_number
+from fastpggan.ranges import Limit, check_number
 from fastpggan.sampling import MAX_SHEET_SIDE, cells_per_side
 from fastpggan.training.resume_policy import flag_name
 

@@ -1,11 +1,11 @@
 """The ``train`` command: flags, validation before anything is written, then the run.
 
 Every check that can fail (flags, data path, out folder, checkpoint, resume policy) runs before
-the first write; a failure is a :class:`~fastpggan.flags.UsageError` (one line, exit code 2).
-The one write before them is the run folder's lock (:mod:`.runlock`): taken before a
-checkpoint is chosen, so two processes never pick the same run; a run that then fails its
-checks leaves no folder it created. A run that stops on a fault it reports (non-finite losses,
-a full disk) raises :class:`~fastpggan.flags.RunStopped` (one line, exit code 1).
+the first write; a failure is a :class:`~fastpggan.errors.UsageError` (one line, exit code 2).
+The one write before them is the run folder's lock (:mod:`fastpggan.training.runlock`): taken
+before a checkpoint is chosen, so two processes never pick the same run; a run that then fails
+its checks leaves no folder it created. A run that stops on a fault it reports (non-finite losses,
+a full disk) raises :class:`~fastpggan.errors.RunStopped` (one line, exit code 1).
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ from typing import Any
 import torch
 
 from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
-from fastpggan.console import printable
-from fastpggan.data import DataError, load_data, open_source
-from fastpggan.flags import (
-    RunStopped,
-    UsageError,
+from fastpggan.commands.common import (
     check_metric_setup,
     check_swd_resolution,
     check_writable,
     parse_metrics,
     resolve_device,
 )
+from fastpggan.console import printable
+from fastpggan.data import DataError, load_data, open_source
+from fastpggan.errors import RunStopped, UsageError
 from fastpggan.networks import check_resolution
 from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
@@ -292,7 +291,7 @@ def run_train(args: argparse.Namespace) -> int:
     """``train`` command: returns the exit code (0 done, 130/143 when stopped by a signal).
 
     Under ``torchrun`` every process runs this; rank 0 alone writes and prints (see
-    :mod:`.distributed`).
+    :mod:`fastpggan.training.distributed`).
     """
     cfg = resolve(args)
     dist = Distributed.from_env(cfg.device)

@@ -1,5 +1,5 @@
 """The ``evaluate`` command (its metric-flag checks, shared with ``train --metric-every``, are in
-:mod:`fastpggan.flags`).
+:mod:`fastpggan.commands.common`).
 
 ``python -m fastpggan evaluate --ckpt PATH [--data PATH] [--metric swd,fid] [--n N]
 [--out FILE.json]`` evaluates a checkpoint's ``G_ema`` at the resolution and fade it had
@@ -19,11 +19,8 @@ from typing import Any
 
 import torch
 
-from fastpggan.data import DataError, load_data, open_source
 from fastpggan.atomic import write_text_atomic
-from fastpggan.flags import (
-    Limit,
-    UsageError,
+from fastpggan.commands.common import (
     check_flags,
     check_metric_setup,
     check_swd_resolution,
@@ -31,8 +28,11 @@ from fastpggan.flags import (
     parse_metrics,
     resolve_device,
 )
+from fastpggan.data import DataError, load_data, open_source
+from fastpggan.errors import UsageError
 from fastpggan.metrics.evaluate import METRICS, evaluate_generator
 from fastpggan.metrics.reals import data_identity, real_batches, repeats
+from fastpggan.ranges import Limit
 from fastpggan.training.checkpoint import load_checkpoint, load_generator
 from fastpggan.training.collapse import measure_checkpoint
 from fastpggan.training.config import TrainConfig
