@@ -91,6 +91,17 @@ LIMITS = {
 }
 
 
+def _out_file(out: str | None) -> Path | None:
+    """``--out`` as a path: ``UsageError`` unless a ``.json`` file in a writable folder."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"--out must end in .json, got {out!r}")
+    check_writable(path.parent if str(path.parent) else Path("."))
+    return path
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
     try:
@@ -98,11 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_flags(args, LIMITS)
-    out = Path(args.out) if args.out is not None else None
-    if out is not None:
-        if out.suffix.lower() != ".json":
-            raise UsageError(f"--out must end in .json, got {args.out!r}")
-        check_writable(out.parent if str(out.parent) else Path("."))
+    out = _out_file(args.out)
     device = torch.device(resolve_device(args.device))
 
     ckpt = Path(args.ckpt)
