@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from fastpggan.commands import train
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
@@ -51,8 +52,6 @@ def _hooked(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
-        from PIL import Image
-
         Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(images / f"{i}.png")
     out = tmp_path / "elsewhere"
     return {

@@ -26,7 +26,7 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type) -> None:
             "help": flag.help() if callable(flag.help) else flag.help,
             "default": field_default(cls, name) if flag.default is FIELD_DEFAULT else flag.default,
         }
-        kind = flag.type or (field_type(cls, name) if flag.action is None and flag.choices is None else None)
+        kind = field_type(cls, name) if flag.action is None and flag.choices is None else None
         for key, value in (("type", kind), ("metavar", flag.metavar), ("choices", flag.choices),
                            ("action", flag.action), ("dest", flag.dest)):
             if value is not None:

@@ -185,7 +185,7 @@ class TrainConfig:
         flag=Flag("--compile", "run G and D through torch.compile (default: on for CUDA GPUs of "
                   "compute capability 7.0+; off on the CPU, where it measured no faster, and on "
                   "older GPUs such as the GTX 1080, where no GPU measurement shows it faster yet)",
-                  action=argparse.BooleanOptionalAction, default=None, dest="compile"))
+                  action=argparse.BooleanOptionalAction, default=None))
     compile_backend: str = setting(
         "inductor", resume=MAY,
         flag=Flag("--compile-backend", "torch.compile backend: inductor (generated code; CPU or "
@@ -236,8 +236,7 @@ class TrainConfig:
         True, resume=MAY,
         flag=Flag("--diversity", "the collapse watch: at every tick, G_ema's colour and structure "
                   "variety against the reals' ('diversity' records, the tick line) and a warning "
-                  "when it stays low (default: on)", action=argparse.BooleanOptionalAction,
-                  dest="diversity"))
+                  "when it stays low (default: on)", action=argparse.BooleanOptionalAction))
     diversity_threshold: float = setting(
         DEFAULT_THRESHOLD, resume=MAY, limit=Limit(0.0, 1.0, lo_open=True),
         flag=Flag("--diversity-threshold", "warn when a diversity ratio (samples' variety over the "

@@ -61,7 +61,8 @@ class Flag:
     """A setting's command-line flag, in ``argparse.add_argument``'s terms, and how the value
     argparse gives becomes the field's.
 
-    ``type``: ``None`` takes an ``int`` or ``float`` field's type, else the text as is.
+    An ``int`` or ``float`` field's flag takes that type (argparse refuses other text); any
+    other flag gives its text, or the ``choices`` entry, or what its ``action`` stores.
     ``default``: the value argparse gives when the flag is absent (the field's default unless
     said: ``"auto"`` or ``None`` where the field's value depends on more than the flag).
     ``help``: may be a function, called when the parser is built (a default of this machine).
@@ -72,7 +73,6 @@ class Flag:
     name: str
     help: str | Callable[[], str]
     metavar: str | None = None
-    type: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
     default: Any = FIELD_DEFAULT
     action: Any = None
