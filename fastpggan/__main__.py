@@ -12,13 +12,13 @@ import argparse
 import sys
 
 from fastpggan.atomic import DiskFullError
+from fastpggan.commands.evaluate import add_evaluate_arguments, run_evaluate
+from fastpggan.commands.generate import add_generate_arguments, run_generate
+from fastpggan.commands.train import add_train_arguments, run_train
 from fastpggan.console import printable, safe_streams
 from fastpggan.data import DataError
-from fastpggan.flags import RunStopped, UsageError
-from fastpggan.generate import add_generate_arguments, run_generate
-from fastpggan.metrics.cli import add_evaluate_arguments, run_evaluate
+from fastpggan.errors import RunStopped, UsageError
 from fastpggan.training.checkpoint import CheckpointError
-from fastpggan.training.cli import add_train_arguments, run_train
 
 
 class _Parser(argparse.ArgumentParser):

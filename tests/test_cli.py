@@ -175,7 +175,7 @@ def test_train_says_which_fused_ops_once_and_warns_nothing_on_cpu(tmp_path, caps
 def test_compile_on_a_simulated_gtx_1080(monkeypatch, tmp_path, flags, want):
     import argparse
 
-    from fastpggan.training import cli
+    from fastpggan.commands import train as cli
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))

@@ -1,4 +1,5 @@
-"""The package's dependencies point down: no import cycle, no library module that imports a command.
+"""The package's dependencies point down: every module sits in one layer, and imports only its
+own layer and the layers below; there is no import cycle.
 
 The import graph is read from the source (every ``import``, module-level or inside a function),
 so a cycle hidden behind a function-level import counts too. Importing ``a.b.c`` first runs the
@@ -16,8 +17,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fastpggan"
-# The commands: they sit at the top, and nothing below imports them.
-COMMANDS = {"fastpggan.__main__", "fastpggan.training.cli", "fastpggan.generate", "fastpggan.metrics.cli"}
+# The layers, bottom first. An entry names a module, or a package and every module in it. The
+# root package ``fastpggan`` re-exports the model (and ``fastpggan.kernels``, which the kernels'
+# importers reach through it, is installed from the top-level kernels/ folder).
+LAYERS: list[tuple[str, set[str]]] = [
+    ("base", {"fastpggan.atomic", "fastpggan.console", "fastpggan.errors", "fastpggan.ranges",
+              "fastpggan._kernels_path"}),
+    ("model", {"fastpggan", "fastpggan.layers", "fastpggan.networks", "fastpggan.loss", "fastpggan.ops"}),
+    ("data and measures", {"fastpggan.data", "fastpggan.metrics", "fastpggan.sampling"}),
+    ("training", {"fastpggan.training"}),
+    ("commands", {"fastpggan.commands", "fastpggan.__main__"}),
+]
+COMMANDS = "fastpggan.commands"
+
+
+def layer_of(name: str) -> list[int]:
+    """The layers (their indices in :data:`LAYERS`) whose entries hold module ``name``: the most
+    specific entry decides (the root package holds only itself)."""
+    best, found = -1, []
+    for i, (_, entries) in enumerate(LAYERS):
+        for entry in entries:
+            if name == entry or (entry != "fastpggan" and name.startswith(entry + ".")):
+                if len(entry) > best:
+                    best, found = len(entry), [i]
+                elif len(entry) == best:
+                    found.append(i)
+    return found
 
 
 def module_names() -> dict[str, Path]:
@@ -115,16 +140,25 @@ def test_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_no_library_module_imports_a_command() -> None:
+def test_every_module_has_one_layer() -> None:
+    assert {name: layer_of(name) for name in module_names() if len(layer_of(name)) != 1} == {}
+    assert layer_of("fastpggan.training.new_module") == [3] and layer_of("fastpggan.new_module") == []
+
+
+def test_imports_point_down() -> None:
     graph = import_graph()
-    assert COMMANDS <= graph.keys()
-    wrong = {name: sorted(deps & COMMANDS) for name, deps in graph.items()
-             if name not in COMMANDS and deps & COMMANDS}
-    assert wrong == {}
-    # The commands share their pieces through modules below them, not through each other.
-    assert {name: sorted(graph[name] & COMMANDS) for name in COMMANDS - {"fastpggan.__main__"}} == {
-        name: [] for name in COMMANDS - {"fastpggan.__main__"}
-    }
+    names = [name for name, _ in LAYERS]
+    up = {f"{name} ({names[layer_of(name)[0]]})": [f"{d} ({names[layer_of(d)[0]]})" for d in sorted(deps)
+                                                  if layer_of(d)[0] > layer_of(name)[0]]
+          for name, deps in graph.items()}
+    assert {k: v for k, v in up.items() if v} == {}
+
+
+def test_commands_share_pieces_not_each_other() -> None:
+    graph = import_graph()
+    commands = {f"{COMMANDS}.{c}" for c in ("train", "generate", "evaluate")}
+    assert commands <= graph.keys()
+    assert {name: sorted(graph[name] & commands) for name in commands} == {name: [] for name in commands}
 
 
 def test_each_module_imports_alone() -> None:

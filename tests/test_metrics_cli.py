@@ -14,7 +14,7 @@ import torch
 from fastpggan.__main__ import main
 from fastpggan.data import load_data, open_source
 from fastpggan.metrics import INCEPTION_URL, evaluate_generator
-from fastpggan import flags
+from fastpggan.commands import common
 from fastpggan.metrics import evaluate as evaluate_mod
 from fastpggan.metrics import features as features_mod
 from fastpggan.metrics.reals import real_batches
@@ -116,11 +116,11 @@ def test_evaluate_writes_json_matching_the_training_record(run, tmp_path, capsys
 def fidelity(monkeypatch):
     """torch-fidelity counted as installed (it is an optional extra the CI venv does not have):
     these tests exercise the checks after it, with the extractor or the weights faked."""
-    monkeypatch.setattr(flags, "fidelity_installed", lambda: True)
+    monkeypatch.setattr(common, "fidelity_installed", lambda: True)
 
 
 def test_fid_without_torch_fidelity_says_what_to_install(run, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(flags, "fidelity_installed", lambda: False)
+    monkeypatch.setattr(common, "fidelity_installed", lambda: False)
     code, out, err = evaluate(["--ckpt", str(list_checkpoints(run)[-1]), "--metric", "fid"], capsys)
     assert code == 2 and out == ""
     assert err.strip().endswith("FID needs torch-fidelity: pip install 'fastpggan[fid]'")
@@ -128,7 +128,7 @@ def test_fid_without_torch_fidelity_says_what_to_install(run, capsys, monkeypatc
 
 def test_evaluate_fid_with_an_injected_extractor(run, tmp_path, capsys, monkeypatch, one_thread,
                                                  fidelity) -> None:
-    monkeypatch.setattr(flags, "resolve_inception_weights", lambda path: Path("unused"))
+    monkeypatch.setattr(common, "resolve_inception_weights", lambda path: Path("unused"))
     monkeypatch.setattr(evaluate_mod, "inception_extractor", lambda path, device: TinyFeatures())
     ckpt = list_checkpoints(run)[-1]
     cache = tmp_path / "cache"

@@ -10,15 +10,8 @@ import pytest
 
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.limits import LIMITS, check_config_numbers
-from fastpggan.training.resume_policy import (
-    FIXED,
-    MAY_CHANGE,
-    RESUME_POLICY,
-    SCHEDULE,
-    ResumeRefused,
-    policy_summary,
-    resume_changes,
-)
+from fastpggan.training.resume_policy import RESUME_POLICY, ResumeRefused, policy_summary, resume_changes
+from fastpggan.training.settings import FIXED, MAY_CHANGE, SCHEDULE
 
 
 # 4 px to 4 kimg; 8 px fades to 8 and is stable to 12; 16 px fades to 16, then trains to 20 kimg.

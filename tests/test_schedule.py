@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import pytest
 
-from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR
+from fastpggan.training.per_resolution import DEFAULT_BATCH, DEFAULT_LR
 from fastpggan.training.schedule import Schedule
 
 # Authors' one-GPU v2 preset (config.py): minibatch_base 4 with overrides, lr 1e-3 with 1024: 1.5e-3.

@@ -1,7 +1,8 @@
 """Progressive training: schedule, loop, checkpoints, run log.
 
 Public names:
-    TrainConfig, parse_batch, parse_lr, DEFAULT_BATCH, DEFAULT_LR   settings (``config``)
+    TrainConfig                                    settings, each declared once (``config``, ``settings``)
+    parse_batch, parse_lr, DEFAULT_BATCH, DEFAULT_LR   per-resolution settings (``per_resolution``)
     Schedule                                       images seen -> resolution and fade (``schedule``)
     Trainer                                        models, optimizers, checkpoints; run() (``loop``)
     prepare_reals                                  one run's steps and events (``run``)
@@ -22,9 +23,10 @@ from fastpggan.training.checkpoint import (
     load_newest_good,
     save_checkpoint,
 )
-from fastpggan.training.config import DEFAULT_BATCH, DEFAULT_LR, TrainConfig, parse_batch, parse_lr
+from fastpggan.training.config import TrainConfig
 from fastpggan.training.limits import LIMITS, check_config_numbers
 from fastpggan.training.loop import Trainer
+from fastpggan.training.per_resolution import DEFAULT_BATCH, DEFAULT_LR, parse_batch, parse_lr
 from fastpggan.training.resume_policy import RESUME_POLICY, ResumeRefused, resume_changes
 from fastpggan.training.run import prepare_reals
 from fastpggan.training.runlock import RunLock, RunLocked

@@ -1,4 +1,5 @@
-"""What may change when a run is resumed: one table, keyed by :class:`TrainConfig` field names.
+"""What may change when a run is resumed: one rule per :class:`TrainConfig` field, declared with
+the field (:mod:`.settings`) and collected here as :data:`RESUME_POLICY`.
 
 Three rules:
 
@@ -16,96 +17,24 @@ Three rules:
 Every setting that changed and was allowed is recorded in the ``resume`` event of ``log.jsonl``
 as ``{"field": [old, new]}``, and in ``config.json`` and the next checkpoint. Fields of a
 checkpoint that this version does not know (removed settings) are ignored; a setting a
-checkpoint predates counts as changed from ``null``. Every field of :class:`TrainConfig` must
-have a row (a test checks): a new setting cannot slip past the policy.
+checkpoint predates counts as changed from ``null``. A field cannot be declared without a rule:
+a new setting cannot slip past the policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from fastpggan.training.config import TrainConfig, format_per_res
+from fastpggan.training.config import TrainConfig
+from fastpggan.training.per_resolution import format_per_res
 from fastpggan.training.schedule import Position, Schedule
+from fastpggan.training.settings import FIXED, MAY_CHANGE, SCHEDULE, Rule, declared, flag_name, rules
 
-FIXED, SCHEDULE, MAY_CHANGE = "fixed", "schedule", "may change"
-
-
-@dataclass(frozen=True)
-class Rule:
-    kind: str
-    why: str = ""  # for FIXED: what the setting decides (said when a resume is refused)
-    # When the setting matters at all, given the new config (as a dict); None: always.
-    applies: Callable[[dict[str, Any]], bool] | None = None
-
-
-_SHAPE = Rule(FIXED, "it sets the networks' shapes")
-
-RESUME_POLICY: dict[str, Rule] = {
-    # the model and the data: a different one is a different run
-    "resolution": _SHAPE,
-    "latent_dim": _SHAPE,
-    "fmap_base": _SHAPE,
-    "fmap_max": _SHAPE,
-    "mbstd_group_size": Rule(FIXED, "it sets what D computes"),
-    "data": Rule(FIXED, "the run learns these images"),
-    "num_faces": Rule(FIXED, "the run learns these images", applies=lambda c: c.get("data") is None),
-    "seed": Rule(FIXED, "it fixes the run's batch order and latents"),
-    # the schedule: only where the run's current place in it stays the same
-    "fade_kimg": Rule(SCHEDULE),
-    "stable_kimg": Rule(SCHEDULE),
-    "total_kimg": Rule(SCHEDULE),
-    # optimisation: take effect at once
-    "batch": Rule(MAY_CHANGE),
-    "lr": Rule(MAY_CHANGE),
-    "betas": Rule(MAY_CHANGE),
-    "adam_eps": Rule(MAY_CHANGE),
-    "ema_beta": Rule(MAY_CHANGE),
-    "gp_lambda": Rule(MAY_CHANGE),
-    "drift": Rule(MAY_CHANGE),
-    "gp_every": Rule(MAY_CHANGE),
-    "gp_resolution": Rule(MAY_CHANGE),
-    "mirror": Rule(MAY_CHANGE),
-    # how and where it runs, what it writes and measures
-    "out": Rule(MAY_CHANGE),
-    "device": Rule(MAY_CHANGE),
-    "impl": Rule(MAY_CHANGE),
-    "compile": Rule(MAY_CHANGE),
-    "compile_backend": Rule(MAY_CHANGE),
-    "precision": Rule(MAY_CHANGE),
-    "workers": Rule(MAY_CHANGE),
-    "cache_dir": Rule(MAY_CHANGE),
-    "tick_kimg": Rule(MAY_CHANGE),
-    "ckpt_ticks": Rule(MAY_CHANGE),
-    "keep_ckpts": Rule(MAY_CHANGE),
-    "log_kimg": Rule(MAY_CHANGE),
-    "grid": Rule(MAY_CHANGE),
-    "tensorboard": Rule(MAY_CHANGE),
-    "progress": Rule(MAY_CHANGE),
-    "metric_every": Rule(MAY_CHANGE),
-    "metrics": Rule(MAY_CHANGE),
-    "metric_n": Rule(MAY_CHANGE),
-    "inception_weights": Rule(MAY_CHANGE),
-    "diversity": Rule(MAY_CHANGE),
-    "diversity_threshold": Rule(MAY_CHANGE),
-}
-
-# Flags named otherwise than "--" + field with dashes; settings no flag sets.
-_FLAGS = {"resolution": "--res", "metrics": "--metric", "mirror": "--no-mirror",
-          "tensorboard": "--no-tensorboard"}
-_NO_FLAG = {"mbstd_group_size", "betas", "adam_eps", "gp_lambda", "drift", "progress"}
+RESUME_POLICY: dict[str, Rule] = rules(TrainConfig)
 
 
 class ResumeRefused(ValueError):
     """A resume with settings the policy refuses; one-line message."""
-
-
-def flag_name(field: str) -> str:
-    """The command-line flag of a :class:`TrainConfig` field (the field's name if none)."""
-    if field in _NO_FLAG:
-        return field
-    return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 def schedule_of(cfg: TrainConfig) -> Schedule:
@@ -147,9 +76,7 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
     refused: list[str] = []
     schedule_moved = False
     for name, value in mine.items():
-        rule = RESUME_POLICY.get(name)
-        if rule is None:
-            raise KeyError(f"TrainConfig field {name!r} has no row in RESUME_POLICY")
+        rule = RESUME_POLICY[name]
         if name not in old:  # the checkpoint predates this setting
             if rule.kind == MAY_CHANGE:
                 changes[name] = [None, value]
@@ -158,7 +85,7 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
         if was == value or (rule.applies is not None and not rule.applies(mine)):
             continue
         if rule.kind == FIXED:
-            refused.append(f"{flag_name(name)} {show_value(value)} (checkpoint: {show_value(was)}): {rule.why}")
+            refused.append(f"{flag_name(TrainConfig, name)} {show_value(value)} (checkpoint: {show_value(was)}): {rule.why}")
         else:
             changes[name] = [was, value]
             schedule_moved |= rule.kind == SCHEDULE
@@ -171,7 +98,7 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
         then = schedule_of(TrainConfig.from_dict(old))
         now = schedule_of(new)
         a, b = then.at(images), now.at(images)
-        what = ", ".join(f"{flag_name(k)} {show_value(v[0])} -> {show_value(v[1])}" for k, v in changes.items()
+        what = ", ".join(f"{flag_name(TrainConfig, k)} {show_value(v[0])} -> {show_value(v[1])}" for k, v in changes.items()
                          if RESUME_POLICY[k].kind == SCHEDULE)
         if images >= now.total_images:
             raise ResumeRefused(
@@ -189,10 +116,15 @@ def resume_changes(old: dict[str, Any], new: TrainConfig, images: int) -> dict[s
 
 
 def policy_summary() -> str:
-    """One sentence per rule, naming the flags (for ``--help``)."""
+    """One sentence per rule, naming the flags (for ``--help``); the fixed ones grouped by what
+    they decide."""
+    flagged = {name: s for name, s in declared(TrainConfig).items() if s.flag is not None}
+
     def flags(kind: str) -> str:
-        return ", ".join(flag_name(k) for k, r in RESUME_POLICY.items()
-                         if r.kind == kind and k in TrainConfig.__dataclass_fields__ and k not in _NO_FLAG)
+        names = [name for name, s in flagged.items() if s.rule.kind == kind]
+        whys = list(dict.fromkeys(flagged[name].rule.why for name in names))
+        names.sort(key=lambda name: whys.index(flagged[name].rule.why))  # stable: field order within
+        return ", ".join(flagged[name].flag.name for name in names)
     return (
         f"On resume these must equal the checkpoint's: {flags(FIXED)}. These may change if the "
         f"run stays at the same place in the schedule: {flags(SCHEDULE)}. All others may change "

@@ -8,7 +8,7 @@ with a note. Where the filesystem has no ``flock`` (some network and FUSE mounts
 created exclusively instead and a holder on this machine that no longer runs counts as stale;
 one on another machine is never guessed dead (the message says how to remove the file).
 
-Multi-process runs (``torchrun``) hold one lock: rank 0's (see ``training/cli.py``).
+Multi-process runs (``torchrun``) hold one lock: rank 0's (see ``commands/train.py``).
 """
 
 from __future__ import annotations

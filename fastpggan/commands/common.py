@@ -1,67 +1,25 @@
-"""Command-line pieces the commands share: the usage error and the flag checks.
+"""Command-line pieces the commands share: flag range, output-folder, device and metric checks.
 
 Every command (``train``, ``generate``, ``evaluate``) checks its flags before it writes or
-computes anything and reports a bad one as a :class:`UsageError`: one line, exit code 2
-(:mod:`fastpggan.__main__`). This module sits below the commands and imports none of them.
+computes anything and reports a bad one as a :class:`~fastpggan.errors.UsageError`: one line,
+exit code 2 (:mod:`fastpggan.__main__`). The commands share these pieces through this module,
+never through each other.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fastpggan.errors import UsageError
 from fastpggan.metrics.evaluate import METRICS
 from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
-
-
-class UsageError(ValueError):
-    """Bad command-line input: printed as one line, exit code 2."""
-
-
-class RunStopped(RuntimeError):
-    """A command stopped on a fault it detected and reported (non-finite losses, a full disk):
-    printed as one line, exit code 1."""
-
-
-@dataclass(frozen=True)
-class Limit:
-    """``lo <= value <= hi`` (``lo < value`` when ``lo_open``, ``value < hi`` when
-    ``hi_open``); ``integer``: a whole number. Always finite: ``argparse`` takes ``nan`` and
-    ``inf`` (and ``1e999``) as floats, and any size of integer."""
-
-    lo: float
-    hi: float
-    integer: bool = False
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def text(self) -> str:
-        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        kind = "an integer" if self.integer else "a finite number"
-        return f"{kind} in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
-
-
-def check_number(flag: str, value: object, limit: Limit) -> None:
-    """``ValueError`` (one line naming ``flag``) unless ``value`` is within ``limit``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and limit.integer:
-        ok = isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())
-    if ok:
-        ok = math.isfinite(value) and (value > limit.lo if limit.lo_open else value >= limit.lo)
-        ok = ok and (value < limit.hi if limit.hi_open else value <= limit.hi)
-    if not ok:
-        raise ValueError(f"{flag} must be {limit.text()}, got {value!r}")
+from fastpggan.ranges import Limit, check_number
 
 
 def check_flags(args: object, limits: dict[str, Limit]) -> None:

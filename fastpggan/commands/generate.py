@@ -15,8 +15,10 @@ import torch
 
 from fastpggan import sampling
 from fastpggan.atomic import atomic_write
-from fastpggan.flags import Limit, UsageError, check_flags, check_writable, resolve_device
+from fastpggan.commands.common import check_flags, check_writable, resolve_device
+from fastpggan.errors import UsageError
 from fastpggan.networks import Generator
+from fastpggan.ranges import Limit
 from fastpggan.sampling import Canvas, gif_bytes, latents, layout, make_grid, sample, sheet_paths, slerp, to_hwc_uint8
 from fastpggan.training.checkpoint import load_generator
 

@@ -1,5 +1,5 @@
 """The ``evaluate`` command (its metric-flag checks, shared with ``train --metric-every``, are in
-:mod:`fastpggan.flags`).
+:mod:`fastpggan.commands.common`).
 
 ``python -m fastpggan evaluate --ckpt PATH [--data PATH] [--metric swd,fid] [--n N]
 [--out FILE.json]`` evaluates a checkpoint's ``G_ema`` at the resolution and fade it had
@@ -19,11 +19,8 @@ from typing import Any
 
 import torch
 
-from fastpggan.data import DataError, load_data, open_source
 from fastpggan.atomic import write_text_atomic
-from fastpggan.flags import (
-    Limit,
-    UsageError,
+from fastpggan.commands.common import (
     check_flags,
     check_metric_setup,
     check_swd_resolution,
@@ -31,8 +28,11 @@ from fastpggan.flags import (
     parse_metrics,
     resolve_device,
 )
+from fastpggan.data import DataError, load_data, open_source
+from fastpggan.errors import UsageError
 from fastpggan.metrics.evaluate import METRICS, evaluate_generator
 from fastpggan.metrics.reals import data_identity, real_batches, repeats
+from fastpggan.ranges import Limit
 from fastpggan.training.checkpoint import load_checkpoint, load_generator
 from fastpggan.training.collapse import measure_checkpoint
 from fastpggan.training.config import TrainConfig
@@ -91,6 +91,17 @@ LIMITS = {
 }
 
 
+def _out_file(out: str | None) -> Path | None:
+    """``--out`` as a path: ``UsageError`` unless a ``.json`` file in a writable folder."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"--out must end in .json, got {out!r}")
+    check_writable(path.parent if str(path.parent) else Path("."))
+    return path
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
     try:
@@ -98,11 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_flags(args, LIMITS)
-    out = Path(args.out) if args.out is not None else None
-    if out is not None:
-        if out.suffix.lower() != ".json":
-            raise UsageError(f"--out must end in .json, got {args.out!r}")
-        check_writable(out.parent if str(out.parent) else Path("."))
+    out = _out_file(args.out)
     device = torch.device(resolve_device(args.device))
 
     ckpt = Path(args.ckpt)
