@@ -60,11 +60,32 @@ def is_package(name: str, modules: dict[str, Path]) -> bool:
     return modules[name].name == "__init__.py"
 
 
+def _typing_only(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): never runs, so imports no module."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (their
+    ``else`` branches run and count)."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        children = node.orelse if _typing_only(node) else list(ast.iter_child_nodes(node))
+        todo.extend(children)
+    return nodes
+
+
 def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The fastpggan modules that importing ``name`` imports directly (see the module docstring)."""
     package = name if is_package(name, modules) else name.rpartition(".")[0]
     targets: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -133,6 +154,18 @@ def test_function_level_and_relative_imports_count(tmp_path) -> None:
     path.write_text("def f():\n    from fastpggan.sampling import sample\n    from . import loop\n")
     deps = imported("fastpggan.training.m", path, {**module_names(), "fastpggan.training.m": path})
     assert deps == {"fastpggan.sampling", "fastpggan.training.loop"}
+
+
+def test_typing_only_imports_do_not_count(tmp_path) -> None:
+    # `if TYPE_CHECKING:` never runs: an annotation may name a module above or beside it;
+    # its else branch runs, and counts.
+    path = tmp_path / "m.py"
+    path.write_text("import typing\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                    "    from fastpggan.training.loop import Trainer\nelse:\n"
+                    "    from fastpggan import sampling\nif typing.TYPE_CHECKING:\n"
+                    "    import fastpggan.commands\n")
+    deps = imported("fastpggan.training.m", path, {**module_names(), "fastpggan.training.m": path})
+    assert deps == {"fastpggan.sampling"}
 
 
 def test_no_import_cycle() -> None:

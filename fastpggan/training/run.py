@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -34,6 +34,9 @@ from fastpggan.training.resume_policy import show_value
 from fastpggan.training.runlog import RunLog
 from fastpggan.training.schedule import Position
 from fastpggan.training.steps import ema_update, reset_adam
+
+if TYPE_CHECKING:  # for the annotation only: loop imports this module
+    from fastpggan.training.loop import Trainer
 
 Fade = float | torch.Tensor
 STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
@@ -103,7 +106,7 @@ class Run:
     ``stop_message``: one line when :meth:`train` ends ``"diverged"`` or ``"disk_full"``.
     """
 
-    def __init__(self, trainer: Trainer) -> None:  # loop.Trainer: not imported, loop imports run
+    def __init__(self, trainer: Trainer) -> None:
         t = self.trainer = trainer
         self.cfg, self.dist, self.progress, self.echo = t.cfg, t.dist, t.progress, t.echo
         self.log = RunLog(t.out, self.cfg.tensorboard, enabled=self.dist.is_main)
