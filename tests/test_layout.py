@@ -16,18 +16,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fastpggan"
+# The top-level kernels/ folder is installed as fastpggan.kernels (pyproject.toml's package-dir).
+KERNELS = ROOT / "kernels"
 # The commands: they sit at the top, and nothing below imports them.
 COMMANDS = {"fastpggan.__main__", "fastpggan.training.cli", "fastpggan.generate", "fastpggan.metrics.cli"}
 
 
 def module_names() -> dict[str, Path]:
-    """``fastpggan.x.y`` -> its file, for every module of the package."""
+    """``fastpggan.x.y`` -> its file, for every module of the package (``fastpggan.kernels`` too)."""
     names = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
+    for folder, prefix in ((PACKAGE, ["fastpggan"]), (KERNELS, ["fastpggan", "kernels"])):
+        for path in sorted(folder.rglob("*.py")):
+            parts = prefix + list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            names[".".join(parts)] = path
     return names
 
 
