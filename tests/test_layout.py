@@ -23,7 +23,7 @@ COMMANDS = {"fastpggan.__main__", "fastpggan.training.cli", "fastpggan.generate"
 
 
 def module_names() -> dict[str, Path]:
-    """``fastpggan.x.y`` -> its file, for every module of the package (``fastpggan.kernels`` too)."""
+    """``fastpggan.x.y`` -> its file, for every module of the package (kernels/ included)."""
     names = {}
     for folder, prefix in ((PACKAGE, ["fastpggan"]), (KERNELS, ["fastpggan", "kernels"])):
         for path in sorted(folder.rglob("*.py")):
