@@ -1,8 +1,9 @@
 """Fused ops at PGGAN's real shapes: eager reference, torch.compile(reference), Triton.
 
-Groups are ``{op}-{mode}-{shape}``; modes are ``fwd``, ``fwdbwd`` and, for the D-side ops whose
-backward WGAN-GP differentiates again, ``dblbwd``. Triton runs on CUDA only: the interpreter's
-timings mean nothing.
+Every registered op (:data:`fastpggan.ops.registry.OPS`) is timed through its public function,
+with its self-check's arguments. Groups are ``{label}-{mode}-{shape}``; modes are ``fwd``,
+``fwdbwd`` and, for the ops whose backward WGAN-GP differentiates again (declared twice
+differentiable), ``dblbwd``. Triton runs on CUDA only: the interpreter's timings mean nothing.
 """
 
 from __future__ import annotations
@@ -15,19 +16,24 @@ import torch
 from bench.conftest import bench_device, bench_resolutions
 from bench.shapes import DEFAULT_BATCH, OpShape, op_shapes
 from fastpggan import ops
+from fastpggan.ops.registry import OPS, FusedOp
 
 VARIANTS = ("reference", "compiled", "triton")
-OPS: dict[str, Callable] = {
-    "g_epilogue": lambda x, b, impl: ops.bias_lrelu_pixelnorm(x, b, 1.3, impl=impl),
-    "d_epilogue": lambda x, b, impl: ops.bias_lrelu(x, b, 1.3, impl=impl),
-    "mbstd": lambda x, b, impl: ops.minibatch_stddev(x, 4, impl=impl),
-}
-MODES = {"g_epilogue": ("fwd", "fwdbwd"), "d_epilogue": ("fwd", "fwdbwd", "dblbwd"),
-         "mbstd": ("fwd", "fwdbwd", "dblbwd")}
 
 
-def _shapes_for(op: str, resolutions: list[int]) -> list[OpShape]:
-    if op != "mbstd":
+def _op_fn(op: FusedOp) -> Callable:
+    """``fn(x, b, impl)``: the public op on ``x`` (and the bias ``b`` if it takes one)."""
+    public = getattr(ops, op.name)
+    tensors = len(op.tensor_inputs)
+    return lambda x, b, impl: public(*(x, b)[:tensors], *op.check.args, impl=impl)
+
+
+def _modes(op: FusedOp) -> tuple[str, ...]:
+    return ("fwd", "fwdbwd", "dblbwd") if op.check.twice_differentiable else ("fwd", "fwdbwd")
+
+
+def _shapes_for(op: FusedOp, resolutions: list[int]) -> list[OpShape]:
+    if op.name != "minibatch_stddev":
         return op_shapes(resolutions)
     # Minibatch stddev only runs in D's 4x4 block, at the batch of the current resolution
     # (several resolutions share a batch: one case each).
@@ -40,19 +46,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     resolutions = bench_resolutions(metafunc.config)
     cases = [
         (op, mode, shape, variant)
-        for op in OPS
+        for op in OPS.values()
         for shape in _shapes_for(op, resolutions)
-        for mode in MODES[op]
+        for mode in _modes(op)
         for variant in VARIANTS
     ]
     metafunc.parametrize(
-        "case", cases, ids=[f"{o}-{m}-{s.id}-{v}" for o, m, s, v in cases]
+        "case", cases, ids=[f"{o.label}-{m}-{s.id}-{v}" for o, m, s, v in cases]
     )
 
 
-def _make_call(op: str, mode: str, variant: str, x, b, gy, v) -> Callable[[], tuple]:
+def _make_call(op: FusedOp, mode: str, variant: str, x, b, gy, v) -> Callable[[], tuple]:
     impl = "triton" if variant == "triton" else "reference"
-    fn = OPS[op]
+    fn = _op_fn(op)
 
     def fwd():
         return (fn(x, b, impl),)
@@ -96,7 +102,7 @@ def test_op(benchmark, case, device: torch.device, pytestconfig: pytest.Config) 
     x = torch.randn(shape.shape, device=device, requires_grad=True)
     b = torch.randn(shape.channels, device=device, requires_grad=True)
     with torch.no_grad():
-        y0 = OPS[op](x, b, "reference")
+        y0 = _op_fn(op)(x, b, "reference")
     gy = torch.randn_like(y0).requires_grad_(mode == "dblbwd")
     v = torch.randn_like(x)
     call = _make_call(op, mode, variant, x, b, gy, v)
@@ -120,7 +126,7 @@ def test_op(benchmark, case, device: torch.device, pytestconfig: pytest.Config) 
             torch.cuda.synchronize(device)
         return result
 
-    benchmark.group = f"{op}-{mode}-{shape.id}"
+    benchmark.group = f"{op.label}-{mode}-{shape.id}"
     benchmark.extra_info.update(variant=variant, bytes=_traffic((*inputs, *outputs)))
     if device.type == "cpu":
         benchmark.pedantic(timed, rounds=5, iterations=1, warmup_rounds=1)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LRELU_SLOPE = 0.2
-PIXEL_NORM_EPS = 1e-8
+from fastpggan.kernels.constants import LRELU_SLOPE, PIXEL_NORM_EPS
+
 _SLOPE = tl.constexpr(LRELU_SLOPE)
 _EPS = tl.constexpr(PIXEL_NORM_EPS)
 # Elements per program tile, spread at 128 per warp: ptxas gives the backward ~64 registers at a

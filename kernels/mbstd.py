@@ -21,7 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-MBSTD_EPS = 1e-8
+from fastpggan.kernels.constants import MBSTD_EPS
+
 _EPS = tl.constexpr(MBSTD_EPS)
 # Elements per program tile (BLOCK_G * BLOCK_K).
 TILE_ELEMS = 2048

@@ -18,6 +18,7 @@ import torch
 from fastpggan import Discriminator, Generator, gradient_penalty
 from fastpggan import ops
 from fastpggan.ops import reference as ref
+from fastpggan.ops import registry, verify
 from fastpggan.ops import triton_ops as T
 
 # Tolerances against the float64 reference: the kernels compute in float32 (float64 for float64
@@ -51,6 +52,15 @@ def test_poison_fixture_poisons(poison, kernel_device) -> None:
     assert torch.empty(3, device=dev).isnan().all()
     assert torch.empty_strided((2,), (1,), device=dev).isnan().all()
     assert torch.empty_like(torch.zeros(2, 2, device=dev)).isnan().all()
+
+
+@pytest.mark.parametrize("op", list(registry.OPS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=str)
+def test_every_registered_op_passes_its_self_check(poison, kernel_device, op, dtype) -> None:
+    # each op as declared (its inputs, and second order where it is twice differentiable),
+    # here with every allocation poisoned and, under TRITON_INTERPRET=0, on the GPU
+    assert verify.self_check(op, T, kernel_device, dtype) is None
 
 
 def _randn(*shape: int, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:

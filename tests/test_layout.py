@@ -17,13 +17,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "fastpggan"
+# The top-level kernels/ folder is installed as fastpggan.kernels (pyproject.toml's package-dir).
+KERNELS = ROOT / "kernels"
 # The layers, bottom first. An entry names a module, or a package and every module in it. The
 # root package ``fastpggan`` re-exports the model (and ``fastpggan.kernels``, which the kernels'
 # importers reach through it, is installed from the top-level kernels/ folder).
 LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"fastpggan.atomic", "fastpggan.console", "fastpggan.errors", "fastpggan.ranges",
               "fastpggan._kernels_path"}),
-    ("model", {"fastpggan", "fastpggan.layers", "fastpggan.networks", "fastpggan.loss", "fastpggan.ops"}),
+    ("model", {"fastpggan", "fastpggan.layers", "fastpggan.networks", "fastpggan.loss", "fastpggan.ops",
+               "fastpggan.kernels"}),
     ("data and measures", {"fastpggan.data", "fastpggan.metrics", "fastpggan.sampling"}),
     ("training", {"fastpggan.training"}),
     ("commands", {"fastpggan.commands", "fastpggan.__main__"}),
@@ -46,13 +49,14 @@ def layer_of(name: str) -> list[int]:
 
 
 def module_names() -> dict[str, Path]:
-    """``fastpggan.x.y`` -> its file, for every module of the package."""
+    """``fastpggan.x.y`` -> its file, for every module of the package (kernels/ included)."""
     names = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
+    for folder, prefix in ((PACKAGE, ["fastpggan"]), (KERNELS, ["fastpggan", "kernels"])):
+        for path in sorted(folder.rglob("*.py")):
+            parts = prefix + list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            names[".".join(parts)] = path
     return names
 
 

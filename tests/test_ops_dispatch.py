@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fastpggan import ops
-from fastpggan.ops import dispatch, selfcheck, toolchain, verify
+from fastpggan.ops import dispatch, registry, selfcheck, toolchain, verify
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +141,7 @@ def _triton_ops_with(**replaced) -> SimpleNamespace:
     """The Triton ops module (interpreted kernels) with some ops replaced."""
     real = dispatch.load_triton_ops()
     assert not isinstance(real, str), real
-    names = ("bias_lrelu", "bias_lrelu_pixelnorm", "minibatch_stddev", "INTERPRETED")
+    names = (*registry.OPS, "INTERPRETED")  # each op's torch.library op shares its name
     return SimpleNamespace(**({n: getattr(real, n) for n in names} | replaced))
 
 
@@ -162,7 +162,7 @@ def _three_ops(impl: str, x4: torch.Tensor, b: torch.Tensor) -> list[torch.Tenso
 def test_self_check_passes_for_the_real_kernels() -> None:
     module = dispatch.load_triton_ops()
     for dtype in (torch.float32, torch.float64, torch.float16):
-        for op in verify.OPS:
+        for op in registry.OPS:
             assert verify.self_check(op, module, torch.device("cpu"), dtype) is None, (op, dtype)
 
 
@@ -215,7 +215,7 @@ def test_failing_self_check_falls_back_per_op_with_one_warning(monkeypatch) -> N
     assert ops.resolve_impl("auto", x4, "bias_lrelu_pixelnorm") == "triton"
     assert ops.resolve_impl("auto", x4, "bias_lrelu") == "reference"
     # once per (op, device, dtype): nine calls, three checks; another dtype checks again
-    assert sorted(calls) == sorted(verify.OPS)
+    assert sorted(calls) == sorted(registry.OPS)
     with pytest.warns(RuntimeWarning, match="bias_lrelu failed its self-check .* in float64"):
         ops.bias_lrelu(x4.double(), b.double(), impl="auto")
     assert calls[-1] == "bias_lrelu" and len(calls) == 4
@@ -358,7 +358,7 @@ def test_selfcheck_command_reports_versions_and_each_op(monkeypatch, capsys) -> 
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out and "Triton's ptxas: " in out
     assert "device: cpu" in out and "fused ops: PyTorch reference (CPU" in out
-    for op in verify.OPS:
+    for op in registry.OPS:
         assert f"{op} float32: ok" in out
     broken = _triton_ops_with(bias_lrelu=_wrong_slope)
     monkeypatch.setattr(dispatch, "load_triton_ops", lambda: broken)

@@ -7,6 +7,11 @@ ptxas Triton itself uses (bundled in its wheel: CUDA 12, which still builds for 
 toolkit's on the PATH may not). ``--ptxas`` also reports registers and spills per kernel from
 that same ptxas.
 
+What is compiled comes from the registered ops (:mod:`fastpggan.ops.registry`): each kernel an op
+launches, with its constants, at every block configuration that the op's own configuration
+function (in :mod:`fastpggan.ops.triton_ops`) picks for PGGAN's shapes. A kernel's parameter
+names and order are read from the kernel itself, their types from its file's rule.
+
 Run ``TRITON_INTERPRET=0 python -m fastpggan.ops.aot [--arch 61 70 75 80 90] [--dtypes fp32]
 [--ptxas]``: one line per compiled kernel. Must run without ``TRITON_INTERPRET`` (the
 interpreter replaces ``@triton.jit`` functions, and their helpers, by Python).
@@ -20,27 +25,17 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fastpggan.kernels import epilogue as ek
-from fastpggan.kernels import mbstd as mk
-from fastpggan.ops import toolchain
-from fastpggan.ops.reference import mbstd_group_size
-from fastpggan.ops.triton_ops import epilogue_config, mbstd_config
+from fastpggan.ops import registry, toolchain, triton_ops
+from fastpggan.ops.registry import KernelFile, KernelUse
 
 DTYPES = ("fp32", "bf16", "fp16")
 # GTX 10xx (Pascal), V100, T4 / RTX 20xx, A100, H100
 ARCHS = (61, 70, 75, 80, 90)
-# The shapes PGGAN's layers give the epilogues: feature maps nf(stage) at 4..1024 px, and the
-# dense layers ([N, 512] with N up to 128); minibatch stddev at 4x4 for batches 1..128.
-CHANNELS = (16, 32, 64, 128, 256, 512)
-SPATIAL = tuple(4**k for k in range(1, 11))  # 4x4 .. 1024x1024 positions
-DENSE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
-BATCHES = tuple(range(1, 129))
 
 
 @dataclass(frozen=True)
@@ -58,89 +53,74 @@ class Launch:
         return f"{self.kernel}[{dtype},{consts},warps={self.num_warps}]"
 
 
-def _sig(names: str, ptr: str, ptr_names: int, float_names: tuple[str, ...] = ()
-         ) -> tuple[tuple[str, str], ...]:
+def signature(file: KernelFile, kernel: str, dtype: str) -> tuple[tuple[str, str], ...]:
+    """``(name, type)`` of each runtime parameter of ``kernel``, by its file's type rule."""
     out = []
-    for i, name in enumerate(names.split()):
-        if i < ptr_names:
-            out.append((name, ptr))
-        else:
-            out.append((name, "fp32" if name in float_names else "i32"))
+    for name, is_constexpr in toolchain.kernel_parameters(file.jit(kernel)):
+        if is_constexpr:
+            continue
+        pointer = name.endswith("_ptr")
+        base = "fp32" if name in file.fp32 else (dtype if pointer else "i32")
+        out.append((name, f"*{base}" if pointer else base))
     return tuple(out)
 
 
-_FWD_ARGS = "x_ptr b_ptr y_ptr rstd_ptr C S out_scale sxn sxc sxs syn syc sys_"
-_BWD_ARGS = ("dy_ptr y_ptr rstd_ptr dx_ptr db_ptr C S out_scale tiles_per_prog "
-             "sdn sdc sds syn syc sys_ sgn sgc sgs")
-_MBSTD_ARGS = {
-    "mbstd_fwd": ("x_ptr out_ptr", 2),
-    "mbstd_bwd": ("dout_ptr out_ptr dx_ptr", 3),
-    "mbstd_bwd2": ("ddx_ptr dout_ptr out_ptr ddout_ptr gx_ptr", 5),
-}
-_STRIDE_SETS = {"mbstd_fwd": "x o", "mbstd_bwd": "d o g", "mbstd_bwd2": "e d o f g"}
+def configs(file: KernelFile, extremes_only: bool = False) -> list[tuple[int, ...]]:
+    """Every ``(*block sizes, num_warps)`` the kernels of ``file`` take at PGGAN's shapes.
+
+    ``extremes_only`` (for a file declared ``quick``) keeps the narrowest and the widest first
+    block size, each at its largest second one: a quicker CI sweep over every kernel variant.
+    """
+    pick = getattr(triton_ops, file.config)
+    used = sorted({pick(*shape) for shape in file.shapes})
+    if not (extremes_only and file.quick):
+        return used
+    by_first: dict[int, tuple[int, ...]] = {}
+    for config in used:  # sorted: the last one per first block size has the largest second
+        by_first[config[0]] = config
+    return [by_first[min(by_first)], by_first[max(by_first)]]
 
 
-def _fix_ptr_types(sig: tuple[tuple[str, str], ...], dtype: str) -> tuple[tuple[str, str], ...]:
-    # bias, rstd and the bias partials are float32 whatever the activations' dtype
-    fp32 = {"b_ptr", "rstd_ptr", "db_ptr"}
-    return tuple((n, "*fp32" if n in fp32 else t) for n, t in sig)
-
-
-def epilogue_blocks() -> set[tuple[int, int, int]]:
-    """Every ``(BLOCK_C, BLOCK_S, num_warps)`` the epilogues take for PGGAN's shapes."""
-    blocks = {epilogue_config(c, s) for c in CHANNELS for s in SPATIAL}
-    blocks |= {epilogue_config(512, n) for n in DENSE_BATCHES}
-    return blocks
+def constexprs(use: KernelUse, config: tuple[int, ...]) -> tuple[tuple[str, object], ...]:
+    """The compile-time constants of ``use`` at ``config``, in the kernel's parameter order."""
+    given = dict(use.constexprs)
+    blocks = iter(config[:-1])
+    out = []
+    for name, is_constexpr in toolchain.kernel_parameters(use.file.jit(use.kernel)):
+        if not is_constexpr:
+            continue
+        if name in given:
+            out.append((name, given.pop(name)))
+        elif name == "FP64":  # float64 tensors only run in the tests' interpreter
+            out.append((name, False))
+        elif name.startswith("BLOCK_"):
+            out.append((name, next(blocks)))
+        else:
+            raise ValueError(f"{use.kernel}: no value declared for its constexpr {name}")
+    if given or next(blocks, None) is not None:
+        raise ValueError(f"{use.kernel}: declared values it has no parameter for: {use}")
+    return tuple(out)
 
 
 def launches(dtypes: tuple[str, ...] = DTYPES, extremes_only: bool = False) -> list[Launch]:
-    """The kernel configurations the ops launch for PGGAN's shapes, in ``dtypes``.
+    """The kernel configurations the registered ops launch for PGGAN's shapes, in ``dtypes``.
 
-    ``extremes_only`` keeps, of the epilogues' block shapes, only the widest and the narrowest
-    in channels (each at its largest tile): a quicker CI sweep over every kernel variant.
+    ``extremes_only``: of the epilogues' block shapes only the widest and the narrowest in
+    channels (see :func:`configs`).
     """
-    return list(dict.fromkeys(_launches(dtypes, extremes_only)))
-
-
-def _launches(dtypes: tuple[str, ...], extremes_only: bool) -> Iterator[Launch]:
-    blocks_used = sorted(epilogue_blocks())
-    if extremes_only:
-        by_c: dict[int, tuple[int, int, int]] = {}
-        for b in blocks_used:  # sorted: the last one per BLOCK_C has the largest BLOCK_S
-            by_c[b[0]] = b
-        blocks_used = [by_c[min(by_c)], by_c[max(by_c)]]
+    found = []
     for dtype in dtypes:
-        for block_c, block_s, warps in blocks_used:
-            blocks = (("BLOCK_C", block_c), ("BLOCK_S", block_s))
-            for pix in (False, True):
-                sig = _fix_ptr_types(_sig(_FWD_ARGS, f"*{dtype}", 4, ("out_scale",)), dtype)
-                yield Launch("epilogue_fwd", sig, (("PIXNORM", pix), ("FP64", False)) + blocks,
-                             warps)
-            for pix, write_db in ((True, True), (False, True), (False, False)):
-                sig = _fix_ptr_types(_sig(_BWD_ARGS, f"*{dtype}", 5, ("out_scale",)), dtype)
-                consts = (("PIXNORM", pix), ("WRITE_DB", write_db), ("FP64", False))
-                yield Launch("epilogue_bwd", sig, consts + blocks, warps)
-        for g in sorted({mbstd_group_size(n) for n in BATCHES}):
-            block_g, block_k, warps = mbstd_config(g)
-            for name, (ptrs, nptr) in _MBSTD_ARGS.items():
-                strides = " ".join(f"s{t}{d}" for t in _STRIDE_SETS[name].split() for d in "nchw")
-                sig = _sig(f"{ptrs} M G C H W {strides}", f"*{dtype}", nptr)
-                consts = (("FP64", False), ("BLOCK_G", block_g), ("BLOCK_K", block_k))
-                yield Launch(name, sig, consts, warps)
-
-
-_KERNELS = {
-    "epilogue_fwd": ek.epilogue_fwd,
-    "epilogue_bwd": ek.epilogue_bwd,
-    "mbstd_fwd": mk.mbstd_fwd,
-    "mbstd_bwd": mk.mbstd_bwd,
-    "mbstd_bwd2": mk.mbstd_bwd2,
-}
+        for op in registry.OPS.values():
+            for use in op.kernels:
+                sig = signature(use.file, use.kernel, dtype)
+                for config in configs(use.file, extremes_only):
+                    found.append(Launch(use.kernel, sig, constexprs(use, config), config[-1]))
+    return list(dict.fromkeys(found))
 
 
 def compile_launch(launch: Launch, arch: int) -> dict[str, object]:
     """Compile ``launch`` for ``sm_<arch>``; returns the kernel's ``asm`` dict (ptx, cubin...)."""
-    fn = _KERNELS[launch.kernel]
+    fn = registry.kernel_files()[launch.kernel].jit(launch.kernel)
     if not isinstance(fn, triton.runtime.JITFunction):
         raise RuntimeError("AOT compile needs real @triton.jit kernels: unset TRITON_INTERPRET")
     consts = dict(launch.constexprs)

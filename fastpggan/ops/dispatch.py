@@ -32,7 +32,8 @@ from typing import Literal
 
 import torch
 
-from fastpggan.ops import verify
+from fastpggan.ops import registry, verify
+from fastpggan.ops.registry import FusedOp
 
 Impl = Literal["auto", "triton", "reference"]
 IMPLS: tuple[str, ...] = ("auto", "triton", "reference")
@@ -197,7 +198,7 @@ def _decide(impl: str, op: str, device_type: str, index: int, dtype: str) -> str
 def resolve_impl(impl: str, x: torch.Tensor, op: str = "") -> str:
     """Return the implementation that will run for tensor ``x``: "reference" or "triton".
 
-    ``op`` names the public op about to run (one of :data:`verify.OPS`): the first Triton
+    ``op`` names the public op about to run (one of :data:`registry.OPS`): the first Triton
     choice for it on ``x``'s device and dtype runs the self-check. Without it, none runs.
     """
     check_impl(impl)
@@ -209,6 +210,14 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str = "") -> str:
     if reason and impl == "triton":
         raise RuntimeError(f"impl='triton' cannot run: {reason}")
     return choice
+
+
+def run(op: FusedOp, impl: str, x: torch.Tensor, *args: object) -> torch.Tensor:
+    """``op`` on ``x`` and the rest of its reference's arguments, by the implementation that
+    :func:`resolve_impl` picks for ``x``: what every public op of :mod:`fastpggan.ops` does."""
+    if resolve_impl(impl, x, op.name) == "triton":
+        return op.triton(load_triton_ops(), x, *args)
+    return op.reference(x, *args)
 
 
 def impl_problem(impl: str, device: torch.device | str) -> str | None:
@@ -233,7 +242,7 @@ def check_ops(impl: str, device: torch.device | str, dtype: torch.dtype = torch.
     if impl == "reference":
         return
     probe = torch.empty(0, device=device, dtype=dtype)  # a CUDA tensor names its device index
-    for op in verify.OPS:
+    for op in registry.OPS:
         resolve_impl(impl, probe, op)
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LRELU_SLOPE = 0.2
-PIXEL_NORM_EPS = 1e-8
-MBSTD_EPS = 1e-8
+from fastpggan.kernels.constants import LRELU_SLOPE, MBSTD_EPS, PIXEL_NORM_EPS
 
 
 def _channel_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

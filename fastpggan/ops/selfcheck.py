@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from fastpggan.ops import dispatch, toolchain, verify
+from fastpggan.ops import dispatch, registry, toolchain, verify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     failed = 0
     for dtype_name in args.dtype:
-        for op in verify.OPS:
+        for op in registry.OPS:
             problem = verify.self_check(op, module, device, getattr(torch, dtype_name))
             failed += problem is not None
             print(f"{op} {dtype_name}: {'ok' if problem is None else 'FAILED: ' + problem}")

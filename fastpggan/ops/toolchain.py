@@ -1,4 +1,5 @@
-"""Facts about the installed Triton that differ between its versions: interpreter mode, its ptxas.
+"""Facts about the installed Triton that differ between its versions: interpreter mode, what a
+kernel's parameters are, its ptxas.
 
 The oldest supported torch (2.7.1, the newest default build with Pascal kernels) brings triton
 3.3.1, which has no ``triton.knobs``; newer Triton keeps its settings there. Everything version-
@@ -13,6 +14,7 @@ has it.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import subprocess
 
@@ -26,6 +28,29 @@ def interpreted(jit_function: object) -> bool:
     is defined, and the settings live in different places across Triton versions.
     """
     return not isinstance(jit_function, triton.runtime.JITFunction)
+
+
+def is_kernel(obj: object) -> bool:
+    """Whether ``obj`` is a ``@triton.jit`` function, compiled or (``TRITON_INTERPRET=1``)
+    interpreted."""
+    if isinstance(obj, triton.runtime.JITFunction):
+        return True
+    from triton.runtime.interpreter import InterpretedFunction  # in triton 3.3 and later
+
+    return isinstance(obj, InterpretedFunction)
+
+
+def kernel_parameters(kernel: object) -> tuple[tuple[str, bool], ...]:
+    """``(name, is_constexpr)`` of each parameter of the ``@triton.jit`` function ``kernel``.
+
+    A compiled kernel says so itself (``arg_names``, ``params[i].is_constexpr``); the
+    interpreter's wrapper keeps only the Python function, whose annotations are read the way
+    ``JITFunction`` reads them (``constexpr`` in the annotation's text).
+    """
+    if isinstance(kernel, triton.runtime.JITFunction):
+        return tuple(zip(kernel.arg_names, (p.is_constexpr for p in kernel.params)))
+    parameters = inspect.signature(kernel.fn).parameters.values()
+    return tuple((p.name, "constexpr" in str(p.annotation)) for p in parameters)
 
 
 def ptxas_path(arch: int = 80) -> str:

@@ -3,11 +3,12 @@
 The kernels are tested on the CPU (interpreter) and compiled ahead of time for every target, but
 not every GPU they may run on (no GTX 1080, compute capability 6.1, has run them), so the Triton
 path guards itself: the first time an op runs on a device in a dtype,
-:mod:`fastpggan.ops.dispatch` calls :func:`self_check`, which runs the op on a small random
-input (awkward shapes: odd channel counts and sizes, a dense ``[N, C]`` input for the epilogues,
-an uneven group for minibatch stddev) and compares the output, its gradients and, for the two
-ops that WGAN-GP differentiates twice, the gradients of those gradients with the float64
-reference. Any exception or mismatch makes that op use the reference on that device (or, with
+:mod:`fastpggan.ops.dispatch` calls :func:`self_check`, which runs the op on the small random
+inputs its declaration gives (:class:`~fastpggan.ops.registry.SelfCheck`; awkward shapes: odd
+channel counts and sizes, a dense ``[N, C]`` input for the epilogues, an uneven group for
+minibatch stddev) and compares the output, its gradients and, for the two ops that WGAN-GP
+differentiates twice, the gradients of those gradients with the float64 reference. Any
+exception or mismatch makes that op use the reference on that device (or, with
 ``impl="triton"``, an error). It costs a few small launches once per (op, device, dtype), runs
 eagerly (under ``torch.compile`` it runs while the graph is traced, never inside it), and draws
 its inputs from its own generator, so the run's random stream is untouched.
@@ -24,10 +25,9 @@ from types import ModuleType
 
 import torch
 
-from fastpggan.ops import reference
+from fastpggan.ops import registry
 
 ENV = "FASTPGGAN_SELF_CHECK"
-OPS = ("bias_lrelu", "bias_lrelu_pixelnorm", "minibatch_stddev")
 # Largest error allowed, relative to max(1, largest reference value) of each compared tensor.
 # The kernels compute in float32 (float64 for float64 tensors); a wrong kernel is off by far more.
 TOLERANCE = {
@@ -36,39 +36,12 @@ TOLERANCE = {
     torch.float16: 2e-2,
     torch.bfloat16: 6e-2,
 }
-_OUT_SCALE = 0.7
 _SEED = 20260611
 
 
 def enabled() -> bool:
     """Whether the self-check runs (``FASTPGGAN_SELF_CHECK`` unset or not ``"0"``)."""
     return os.environ.get(ENV, "1").strip() != "0"
-
-
-def _cases(op: str, triton_ops: ModuleType) -> tuple[Callable, Callable, list[tuple[int, ...]], bool]:
-    """``(triton fn, reference fn, input shapes, twice differentiable?)`` for ``op``."""
-    if op == "bias_lrelu":
-        return (lambda x, b: triton_ops.bias_lrelu(x, b, _OUT_SCALE),
-                lambda x, b: reference.bias_lrelu(x, b, _OUT_SCALE),
-                [(3, 5, 3, 5), (4, 5)], True)
-    if op == "bias_lrelu_pixelnorm":
-        return (lambda x, b: triton_ops.bias_lrelu_pixelnorm(x, b, _OUT_SCALE)[0],
-                lambda x, b: reference.bias_lrelu_pixelnorm(x, b, _OUT_SCALE),
-                [(3, 5, 3, 5), (4, 5)], False)
-    if op == "minibatch_stddev":
-        # 6 samples: groups of 3 (the largest divisor of 6 up to 4), as the public op picks
-        group = reference.mbstd_group_size(6)
-        return (lambda x: triton_ops.minibatch_stddev(x, group),
-                lambda x: reference.minibatch_stddev(x, 4),
-                [(6, 3, 3, 5)], True)
-    raise ValueError(f"no self-check for op {op!r}; known: {OPS}")
-
-
-def _inputs(op: str, shape: tuple[int, ...], gen: torch.Generator) -> list[torch.Tensor]:
-    x = torch.randn(shape, generator=gen, dtype=torch.float64)
-    if op == "minibatch_stddev":
-        return [x]
-    return [x, torch.randn(shape[1], generator=gen, dtype=torch.float64)]
 
 
 def _results(fn: Callable, inputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
@@ -97,7 +70,16 @@ def self_check(op: str, triton_ops: ModuleType, device: torch.device, dtype: tor
 
     ``triton_ops`` is :mod:`fastpggan.ops.triton_ops` (tests pass a broken stand-in).
     """
-    triton_fn, reference_fn, shapes, second = _cases(op, triton_ops)
+    fused = registry.get(op)
+    check = fused.check
+    second = check.twice_differentiable
+
+    def triton_fn(*inputs: torch.Tensor) -> torch.Tensor:
+        return fused.triton(triton_ops, *inputs, *check.args)
+
+    def reference_fn(*inputs: torch.Tensor) -> torch.Tensor:
+        return fused.reference(*inputs, *check.args)
+
     tol = TOLERANCE.get(dtype, TOLERANCE[torch.float32])
     gen = torch.Generator().manual_seed(_SEED)
     try:
@@ -105,15 +87,15 @@ def self_check(op: str, triton_ops: ModuleType, device: torch.device, dtype: tor
         # as training runs it: with autograd, in the asked dtype
         with torch.inference_mode(False), torch.enable_grad(), \
                 torch.autocast(device.type, enabled=False):
-            for shape in shapes:
-                inputs = _inputs(op, shape, gen)
+            for shape in check.shapes:
+                inputs = check.inputs(shape, gen)
                 out_shape = reference_fn(*inputs).shape
                 weights = [torch.randn(out_shape, generator=gen, dtype=torch.float64)]
                 weights += [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in inputs]
                 want = _results(reference_fn, inputs, weights, second)
                 got = _results(triton_fn, [t.to(device, dtype) for t in inputs],
                                [w.to(device) for w in weights], second)
-                wrt = ["x", "bias"][:len(inputs)]
+                wrt = fused.tensor_inputs
                 names = ["output", *(f"gradient w.r.t. {n}" for n in wrt)]
                 names += [f"second-order gradient w.r.t. {n}" for n in wrt] if second else []
                 for name, g, w in zip(names, got, want):
