@@ -3,6 +3,8 @@ against the checkpoint, and the README's onnxruntime example run as written."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -60,9 +62,6 @@ def exported(ckpt, tmp_path_factory) -> dict[tuple[str, bool], tuple[Path, str]]
 
 
 def _run_main(argv: list[str]) -> tuple[int, str]:
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(argv)
