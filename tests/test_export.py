@@ -24,7 +24,7 @@ from fastpggan.__main__ import main
 from fastpggan.commands import export
 from fastpggan.sampling import hwc_uint8, latents, to_hwc_uint8
 from fastpggan.training import latest_checkpoint
-from fastpggan.training.checkpoint import load_generator
+from fastpggan.training.checkpoint import load_checkpoint, load_generator, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--fmap-base", "64", "--fmap-max", "16", "--latent-dim", "16", "--batch", "8",
@@ -125,6 +125,31 @@ def test_metadata_in_both_formats(exported, ckpt):
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [export.OPSET]
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.HasField("dim_value")  # a named, dynamic batch dimension
+
+
+def test_exported_graphs_hold_standard_ops_only(exported):
+    """The reference path is what is exported: no fastpggan or Triton op in either graph."""
+    import onnx
+
+    for uint8 in (False, True):
+        program = torch.export.load(exported[".pt2", uint8][0])
+        targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        assert targets and all(t.startswith("aten.") for t in targets), targets
+        model = onnx.load(exported[".onnx", uint8][0])
+        assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+        assert not model.functions  # every op inlined as a standard one
+
+
+def test_a_run_trained_with_triton_exports_the_reference(ckpt, tmp_path):
+    state = load_checkpoint(ckpt)
+    state["config"] = {**state["config"], "impl": "triton"}
+    triton_ckpt = save_checkpoint(state, tmp_path / ckpt.name)
+    out = tmp_path / "g.pt2"
+    with torch_threads(1):
+        rc, _ = _run_main(["export", "--ckpt", str(triton_ckpt), "--out", str(out)])
+    assert rc == 0
+    program = torch.export.load(out)
+    assert all(str(n.target).startswith("aten.") for n in program.graph.nodes if n.op == "call_function")
 
 
 def test_uint8_equals_what_generate_writes(exported, ckpt, tmp_path):
