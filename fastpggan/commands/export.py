@@ -198,7 +198,7 @@ class Difference(NamedTuple):
     difference in levels where G_ema's value is not within :data:`TOLERANCE` of the rounding
     boundary between the two levels; float: ``largest``) and ``at_boundary`` (uint8 only: how
     many values are one level off at such a boundary, where the float difference allowed
-    decides the rounding)."""
+    decides the rounding), for an output of ``uint8`` images or not."""
 
     largest: float
     unexplained: float
