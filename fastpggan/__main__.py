@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastpggan {train,generate,evaluate} [options]`` (``train.py`` = ``train``).
+"""Command line: ``python -m fastpggan {train,generate,evaluate,export} [options]`` (``train.py`` = ``train``).
 
 Bad input gets one line on stderr naming the problem and exit code 2, before anything is written.
 A run that stops on a fault it detects (losses no longer finite, a full disk: nothing partial is
@@ -13,6 +13,7 @@ import sys
 
 from fastpggan.atomic import DiskFullError
 from fastpggan.commands.evaluate import add_evaluate_arguments, run_evaluate
+from fastpggan.commands.export import add_export_arguments, run_export
 from fastpggan.commands.generate import add_generate_arguments, run_generate
 from fastpggan.commands.train import add_train_arguments, run_train
 from fastpggan.console import printable, safe_streams
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Measure a checkpoint's G_ema (SWD, FID) against reals; print and write JSON.")
     add_evaluate_arguments(ev)
     ev.set_defaults(func=run_evaluate)
+    ex = sub.add_parser("export", help="a checkpoint's G_ema as ONNX (.onnx) or a torch.export program (.pt2)",
+                        description="Export a checkpoint's G_ema to ONNX or torch.export, checked against it in PyTorch.")
+    add_export_arguments(ex)
+    ex.set_defaults(func=run_export)
     return parser
 
 

@@ -33,8 +33,15 @@ def to_hwc_uint8(images: torch.Tensor) -> np.ndarray:
     """``float [N, 3, h, w]`` in ~[-1, 1] -> ``uint8 [N, h, w, 3]`` numpy (clamped, rounded), for
     image files. (The metrics' :func:`fastpggan.metrics.images.to_uint8` keeps ``[N, 3, h, w]``
     tensors on their device.)"""
-    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return hwc_uint8(images.detach()).cpu().numpy()
+
+
+def hwc_uint8(images: torch.Tensor) -> torch.Tensor:
+    """``float [N, 3, h, w]`` in ~[-1, 1] -> ``uint8 [N, h, w, 3]`` tensor on the same device:
+    clamped to [-1, 1], mapped to [0, 255], rounded half to even. What image files get
+    (:func:`to_hwc_uint8`), and what ``export --uint8`` bakes into the exported program."""
+    x = images.float().clamp(-1, 1).add(1).mul(127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def make_grid(images: torch.Tensor, cols: int | None = None, min_cell: int = MIN_CELL) -> Image.Image:

@@ -181,7 +181,12 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, int, float]:
     """``G_ema`` of a checkpoint (eval mode, on ``device``) and the resolution and fade it reached."""
-    state = load_checkpoint(path)
+    return generator_of(load_checkpoint(path), device)
+
+
+def generator_of(state: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Generator, int, float]:
+    """``G_ema`` of a loaded checkpoint ``state`` (:func:`load_checkpoint`; eval mode, on
+    ``device``) and the resolution and fade it reached."""
     cfg = TrainConfig.from_dict(state["config"])
     G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
     G.load_state_dict(state["G_ema"])
