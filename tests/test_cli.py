@@ -189,3 +189,23 @@ def test_compile_on_a_simulated_gtx_1080(monkeypatch, tmp_path, flags, want):
     with pytest.raises(cli.UsageError, match="inductor needs a GPU of compute capability 7.0"):
         cli.resolve(args)
     assert not (tmp_path / "r").exists()
+
+
+def test_usage_errors_reports_the_kinds_given_as_one_usage_line() -> None:
+    from fastpggan.errors import UsageError, usage_errors
+
+    with pytest.raises(UsageError) as e:
+        with usage_errors():
+            raise ValueError("--x must be positive, got -1")
+    assert str(e.value) == "--x must be positive, got -1" and e.value.__cause__ is None
+    with pytest.raises(UsageError) as e:
+        with usage_errors(RuntimeError, prefix="--impl triton: "):
+            raise RuntimeError("no GPU")
+    assert str(e.value) == "--impl triton: no GPU"
+    with pytest.raises(UsageError) as e:  # a UsageError keeps its own line: no second prefix
+        with usage_errors(prefix="--y: "):
+            raise UsageError("--y is bad")
+    assert str(e.value) == "--y is bad"
+    with pytest.raises(KeyError):  # other kinds are not input errors: they pass unchanged
+        with usage_errors(ValueError):
+            raise KeyError("bug")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fastpggan.errors import UsageError
+from fastpggan.errors import UsageError, usage_errors
 from fastpggan.metrics.evaluate import METRICS
 from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
@@ -28,10 +28,8 @@ def check_flags(args: object, limits: dict[str, Limit]) -> None:
     for flag, limit in limits.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            try:
+            with usage_errors():
                 check_number(flag, value, limit)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
 
 
 def check_writable(out: Path) -> None:

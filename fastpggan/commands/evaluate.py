@@ -29,7 +29,7 @@ from fastpggan.commands.common import (
     resolve_device,
 )
 from fastpggan.data import DataError, load_data, open_source
-from fastpggan.errors import UsageError
+from fastpggan.errors import UsageError, usage_errors
 from fastpggan.metrics.evaluate import METRICS, evaluate_generator
 from fastpggan.metrics.reals import data_identity, real_batches, repeats
 from fastpggan.ranges import Limit
@@ -104,10 +104,8 @@ def _out_file(out: str | None) -> Path | None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
-    try:
+    with usage_errors():
         metrics = parse_metrics(args.metric, EVALUATE_METRICS)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     check_flags(args, LIMITS)
     out = _out_file(args.out)
     device = torch.device(resolve_device(args.device))
@@ -118,11 +116,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     images_seen = int(state["progress"]["images"])
     del state
     res = cfg.schedule().at(images_seen).phase.res
-    try:
+    with usage_errors():
         check_swd_resolution(metrics, res, f"checkpoint {str(ckpt)!r}")
         check_metric_setup(metrics, args.inception_weights)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     source = open_source(args.data if args.data is not None else cfg.data, cfg.num_faces)  # DataError: exit 2
     if "diversity" in metrics and len(source) < 2:
         raise UsageError(f"diversity needs at least 2 real images; {source.describe()} holds {len(source)}")
@@ -131,10 +127,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     # The work: decode (or open the cached) reals, sample, measure.
     t0 = time.perf_counter()
-    try:
+    with usage_errors(DataError):
         data = load_data(source, cfg.resolution, cache_dir, args.workers)
-    except DataError as e:
-        raise UsageError(str(e)) from None
     quality = [m for m in metrics if m != "diversity"]
     if quality and repeats(data, args.n):
         print(f"note: --n {args.n} is more than the {data.count} images of {source.describe()}; "

@@ -30,7 +30,7 @@ from fastpggan.commands.common import (
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
 from fastpggan.data import DataError, Source, load_data, open_source
-from fastpggan.errors import RunStopped, UsageError
+from fastpggan.errors import RunStopped, UsageError, usage_errors
 from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
@@ -78,10 +78,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
 def _compile(flag: bool | None, backend: str, device: str) -> tuple[bool, str]:
     """``--compile``/``--compile-backend`` -> (on, backend) for ``device`` (:func:`resolve_compile`)."""
     capability = torch.cuda.get_device_capability() if device == "cuda" else None
-    try:
+    with usage_errors():
         return resolve_compile(flag, backend, device, capability)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
 
 
 def _check_impl(impl: str, device: str) -> None:
@@ -89,30 +87,24 @@ def _check_impl(impl: str, device: str) -> None:
     stops ``--impl triton`` before any work."""
     if (problem := impl_problem(impl, device)) is not None:
         raise UsageError(f"--impl {impl}: {problem}")
-    try:
+    with usage_errors(RuntimeError, prefix=f"--impl {impl}: "):
         check_ops(impl, device)
-    except RuntimeError as e:
-        raise UsageError(f"--impl {impl}: {e}") from None
 
 
 def _metrics(v: dict[str, Any]) -> list[str]:
     """``--metric``'s list; with ``--metric-every`` on, each metric must be able to run."""
-    try:
+    with usage_errors():
         metrics = list(parse_metrics(v["metrics"]))
         if v["metric_every"] > 0:
             check_swd_resolution(metrics, v["resolution"], "--res")
             check_metric_setup(metrics, v["inception_weights"])
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     return metrics
 
 
 def _source(data: str | None, num_faces: int) -> Source:
     """``--data`` (or the built-in faces) opened: ``UsageError`` when it cannot be read."""
-    try:
+    with usage_errors(DataError):
         return open_source(data, num_faces)
-    except DataError as e:
-        raise UsageError(str(e)) from None
 
 
 def _out(out: str | None, source: Source, res: int) -> str:
@@ -127,14 +119,10 @@ def _check_config(cfg: TrainConfig) -> None:
     """Every number in range (:mod:`fastpggan.training.limits`: nothing before this used one
     for work), and the three schedule lengths make a schedule (e.g. a total past the last
     fade)."""
-    try:
+    with usage_errors():
         check_config_numbers(cfg)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
+    with usage_errors(prefix="--fade-kimg/--stable-kimg/--total-kimg: "):
         cfg.schedule()
-    except ValueError as e:
-        raise UsageError(f"--fade-kimg/--stable-kimg/--total-kimg: {e}") from None
 
 
 def _check_resume_flag(resume: str | None, out: Path) -> None:
@@ -157,7 +145,7 @@ def pick_checkpoint(
     if args.resume is None:
         return None, None, []
     out = Path(cfg.out)
-    try:
+    with usage_errors(CheckpointError):
         if args.resume == "auto":
             state, path, damaged = load_newest_good(out)
             if state is None and damaged:
@@ -168,12 +156,10 @@ def pick_checkpoint(
         else:
             path, damaged = Path(args.resume), []
             state = load_checkpoint(path)
-    except CheckpointError as e:
-        raise UsageError(str(e)) from None
     if state is not None:
         try:
             resume_changes(state["config"], cfg, state["progress"]["images"])
-        except ResumeRefused as e:
+        except ResumeRefused as e:  # the checkpoint's name after the reason
             raise UsageError(f"{e} (checkpoint {printable(str(path))})") from None
     return state, path, damaged
 
@@ -236,10 +222,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         source = open_source(cfg.data, cfg.num_faces)
         if not dist.is_main:
             dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
-        try:
+        with usage_errors(DataError):
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
-        except DataError as e:
-            raise UsageError(str(e)) from None
     except (UsageError, DiskFullError):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
