@@ -82,6 +82,49 @@ class EqualizedConv2d(_Equalized):
         return _epilogue(y, self.bias, self.act, self.impl)
 
 
+def fused_upscale_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """The 4x4 stride-2 transposed-conv kernel equal to nearest 2x upsampling then ``weight``.
+
+    ``weight`` ``[out, in, 3, 3]`` (a 'same' cross-correlation) -> ``[in, out, 4, 4]``
+    (``conv_transpose2d``'s layout, padding 1), same dtype. In one dimension, output pixel
+    ``2j`` of the pair sees ``k0 x[j-1] + (k1 + k2) x[j]`` and pixel ``2j+1`` sees
+    ``(k0 + k1) x[j] + k2 x[j+1]``; a transposed conv puts tap ``s`` of its kernel on output
+    ``2i + s - 1``, so its taps are ``[k2, k1 + k2, k0 + k1, k0]``: the kernel flipped, padded
+    by one and summed with itself shifted by one. Two dimensions: the four 2-D shifts.
+    """
+    w = F.pad(weight.flip(2, 3), (1, 1, 1, 1))
+    w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
+    return w.transpose(0, 1)
+
+
+class EqualizedUpConv2d(EqualizedConv2d):
+    """Nearest 2x upsampling then a 3x3 'same' conv: ``[N, in, H, W]`` -> ``[N, out, 2H, 2W]``.
+
+    The first conv of a generator block. ``fused`` (set by the network per resolution): one
+    4x4 transposed conv of stride 2 instead (:func:`fused_upscale_kernel`), equal up to
+    rounding; it does 16/36 of the multiply-adds and keeps no upsampled activation for
+    backward. The parameters are the 3x3 layer's either way, so checkpoints do not depend on it.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, gain: float = SQRT2, act: Act = "linear",
+        impl: Impl = "auto", fused: bool = False,
+    ) -> None:
+        super().__init__(in_channels, out_channels, 3, gain, act, impl)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.scale
+        if self.fused:
+            y = F.conv_transpose2d(x, fused_upscale_kernel(w), stride=2, padding=1)
+        else:
+            y = F.conv2d(upsample2x(x), w, padding=1)
+        return _epilogue(y, self.bias, self.act, self.impl)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, upscale 2x first, fused={self.fused}"
+
+
 class EqualizedLinear(_Equalized):
     """Dense layer: ``[N, in]`` -> ``[N, out]`` (``bias=False``: no bias, linear only)."""
 

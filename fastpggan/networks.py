@@ -22,6 +22,7 @@ from fastpggan.layers import (
     SQRT2,
     EqualizedConv2d,
     EqualizedLinear,
+    EqualizedUpConv2d,
     MinibatchStddev,
     PixelNorm,
     downsample2x,
@@ -111,7 +112,7 @@ class Generator(_Growable):
             cin, cout = self.nf(i), self.nf(i + 1)
             self.blocks.append(
                 nn.Sequential(
-                    EqualizedConv2d(cin, cout, 3, act="lrelu_pixelnorm", impl=impl),
+                    EqualizedUpConv2d(cin, cout, act="lrelu_pixelnorm", impl=impl),
                     EqualizedConv2d(cout, cout, 3, act="lrelu_pixelnorm", impl=impl),
                 )
             )
@@ -125,7 +126,14 @@ class Generator(_Growable):
             x = self.dense(self.normalize_latent(x)).view(x.shape[0], -1, 4, 4)
             x = ops.bias_lrelu_pixelnorm(x, self.dense_bias, impl=self.dense.impl)
             return self.conv4(x)
-        return self.blocks[i](upsample2x(x))
+        return self.blocks[i](x)  # its first conv upsamples
+
+    def set_fused_scale(self, from_res: int) -> None:
+        """Run the upsample-conv of the blocks at ``from_res`` px and above as one transposed
+        conv (:class:`~fastpggan.layers.EqualizedUpConv2d`; 0 = none). The result is the same
+        up to rounding, so this may change at any time."""
+        for i in range(1, self.num_blocks):
+            self.blocks[i][0].fused = from_res > 0 and 2 ** (i + 2) >= from_res
 
     def forward(
         self, z: torch.Tensor, res: int | None = None, fade: float | torch.Tensor = 1.0

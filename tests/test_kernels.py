@@ -244,8 +244,10 @@ def test_wgan_gp_penalty_d_weight_grads_match(poison, kernel_device) -> None:
         torch.testing.assert_close(g, gr, **TOL[torch.float64], msg=name)
 
 
-def test_generator_same_results_either_impl(poison, kernel_device) -> None:
+@pytest.mark.parametrize("fused_from", [8, 16])  # 16: above the target, so no block fused
+def test_generator_same_results_either_impl(poison, kernel_device, fused_from) -> None:
     g_ref = Generator(8, latent_dim=7, fmap_base=32, fmap_max=6, impl="reference").double()
+    g_ref.set_fused_scale(fused_from)  # the Triton epilogue also follows the transposed conv
     g_ref = g_ref.to(kernel_device)
     g_tri = copy.deepcopy(g_ref)
     g_tri.set_impl("triton")

@@ -190,6 +190,7 @@ def generator_of(state: dict[str, Any], device: str | torch.device = "cpu") -> t
     cfg = TrainConfig.from_dict(state["config"])
     G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
     G.load_state_dict(state["G_ema"])
+    G.set_fused_scale(cfg.fused_scale_from)
     G.to(device).eval().requires_grad_(False)
     pos = cfg.schedule().at(state["progress"]["images"])
     return G, pos.phase.res, pos.fade

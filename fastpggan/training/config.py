@@ -193,6 +193,13 @@ class TrainConfig:
                   "code; any CUDA GPU, the GTX 1080 included). auto = inductor, cudagraphs on GPUs "
                   "below 7.0. Naming one turns --compile on (default: %(default)s)",
                   choices=("auto", *COMPILE_BACKENDS), default="auto"))
+    fused_scale_from: int = setting(
+        16, resume=MAY, limit=Limit(1, 2048, integer=True),
+        flag=Flag("--fused-scale-from", "G's blocks at RES px and up run their upsample + 3x3 conv "
+                  "as one 4x4 transposed conv of stride 2: the same result up to rounding, 16/36 of "
+                  "the multiply-adds; a value above --res never fuses (default: %(default)s, measured "
+                  "faster from there on one CPU thread, slower at 8 px; the authors fuse every block; "
+                  "on GPUs unmeasured, see bench.gpu_report)", "RES"))
     precision: str = setting(
         "fp32", resume=MAY,
         flag=Flag("--precision", "arithmetic of the G and D passes; the gradient penalty is always "
