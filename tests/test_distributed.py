@@ -155,7 +155,7 @@ def test_two_ranks_average_the_per_rank_gradients_penalty_included(tmp_path):
 
 # --- a signal on one rank ------------------------------------------------------------------------
 def _tiny_config(out: Path) -> TrainConfig:
-    return TrainConfig(resolution=8, num_faces=16, out=str(out), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.096, batch={4: 4, 8: 4},
+    return TrainConfig(resolution=8, num_faces=16, out=str(out), fade_kimg=0.032, stable_kimg=0.032, total_kimg=0.096, batch={4: 8, 8: 8},
                        latent_dim=16, fmap_base=64, fmap_max=16, grid=2, tick_kimg=1.0, log_kimg=1.0,
                        tensorboard=False, progress=False)
 
@@ -208,9 +208,19 @@ def test_torchrun_ranks_all_stop_when_another_run_holds_the_folder(tmp_path):
 
     out = tmp_path / "run"
     with RunLock(out):  # this test's process holds the folder: the 2-process run must not start
-        proc = _torchrun("--out", str(out), "--batch", "4", *TINY, cwd=tmp_path, ok=False)
+        proc = _torchrun("--out", str(out), "--batch", "8", *TINY, cwd=tmp_path, ok=False)
         assert f"in use by another run (pid {os.getpid()} on " in proc.stderr
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+
+
+def test_torchrun_refuses_a_batch_that_does_not_divide_over_the_processes(tmp_path):
+    out = tmp_path / "run"
+    proc = _torchrun("--out", str(out), "--batch", "8,8:7", *TINY, cwd=tmp_path, ok=False)
+    line = "train: error: --batch 7 does not divide over 2 processes (--batch is the global minibatch, split evenly over them); at 8 px"
+    assert proc.stderr.count(line) == 2  # one line from each process
+    assert "exitcode  : 2" in proc.stderr and "fastpggan/training" not in proc.stderr  # ours: no traceback
+    assert not out.exists()  # nothing written
+    assert Distributed(0, 4).local_batch(16) == 4 and Distributed().local_batch(7) == 7
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -220,7 +230,7 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def test_torchrun_two_processes_across_growth_then_resume(tmp_path, capsys):
     a = tmp_path / "a"
-    proc = _torchrun("--out", str(a), "--batch", "4", *TINY, cwd=tmp_path)
+    proc = _torchrun("--out", str(a), "--batch", "8", *TINY, cwd=tmp_path)
     # Rank 0 alone prints and writes: one config, one log, one set of checkpoints and grids.
     assert proc.stdout.count("training 8px on 2 cpu processes") == 1 and proc.stdout.count("done:") == 1
     names = sorted(p.name for p in a.iterdir())
@@ -247,7 +257,7 @@ def test_torchrun_two_processes_across_growth_then_resume(tmp_path, capsys):
     # Resume under 2 processes from the checkpoint at the end of 4px: the same weights as
     # the run that was not interrupted.
     b = tmp_path / "b"
-    proc = _torchrun("--out", str(b), "--batch", "4", "--resume", str(a / ckpts[1]), *TINY, cwd=tmp_path)
+    proc = _torchrun("--out", str(b), "--batch", "8", "--resume", str(a / ckpts[1]), *TINY, cwd=tmp_path)
     assert "resuming from" in proc.stdout and "reseeded" not in proc.stdout
     wa, wb = _final_weights(a), _final_weights(b)
     assert wa.keys() == wb.keys()
@@ -270,7 +280,7 @@ def test_torchrun_resumes_a_single_process_checkpoint(tmp_path):
     first = list_checkpoints(single)[0]
     assert first.name == "ckpt-00000.016kimg-4px.pt"
     two = tmp_path / "two"
-    proc = _torchrun("--out", str(two), "--batch", "4", "--resume", str(first), *TINY, cwd=tmp_path)
+    proc = _torchrun("--out", str(two), "--batch", "8", "--resume", str(first), *TINY, cwd=tmp_path)
     assert proc.stdout.count("note: resumed from 1 to 2 processes; latents reseeded") == 1
     state = load_checkpoint(latest_checkpoint(two))
     assert state["progress"]["images"] == 48 and state["progress"]["step"] == 2 + 4

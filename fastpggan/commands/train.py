@@ -192,6 +192,8 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     dist = Distributed.from_env(cfg.device)
     try:
+        with usage_errors():
+            dist.check_batches(cfg.batch, cfg.resolution)
         out = Path(cfg.out)
         created = not out.exists()
         lock, note = _lock(out, dist)
@@ -244,7 +246,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)
     where = cfg.device if not dist.enabled else (
-        f"{dist.world_size} {cfg.device} processes (global batch = {dist.world_size} x --batch)"
+        f"{dist.world_size} {cfg.device} processes (--batch is global, split evenly over them)"
     )
     echo(
         f"training {cfg.resolution}px on {where}: {trainer.schedule.describe()}; run folder {out}"

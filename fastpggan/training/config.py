@@ -97,7 +97,8 @@ class TrainConfig:
     # optimisation: takes effect at once
     batch: dict[int, int] = setting(
         factory=lambda: dict(DEFAULT_BATCH), resume=MAY, limit=Limit(1, 65536, integer=True),
-        flag=Flag("--batch", "minibatch per resolution (per process under torchrun): one size for "
+        flag=Flag("--batch", "minibatch per resolution (global: split over the processes under "
+                  "torchrun): one size for "
                   "all, or RES:SIZE overrides (default, fits an 8 GB card: "
                   + ",".join(f"{r}:{b}" for r, b in DEFAULT_BATCH.items()) + ")", "SPEC",
                   default=None, parse=parse_batch))

@@ -123,6 +123,24 @@ class Distributed:
         """Rank 0: the one process that writes the run folder and prints."""
         return self.rank == 0
 
+    def local_batch(self, batch: int) -> int:
+        """This process's share of a global minibatch of ``batch`` images (``--batch`` is
+        global, as in the authors' code and stylegan2-ada-pytorch); ``ValueError`` unless it
+        divides evenly over the processes."""
+        if batch % self.world_size:
+            raise ValueError(f"--batch {batch} does not divide over {self.world_size} processes "
+                             f"(--batch is the global minibatch, split evenly over them)")
+        return batch // self.world_size
+
+    def check_batches(self, batch: dict[int, int], resolution: int) -> None:
+        """:meth:`local_batch` of every resolution a run up to ``resolution`` trains."""
+        for res, size in sorted(batch.items()):
+            if res <= resolution:
+                try:
+                    self.local_batch(size)
+                except ValueError as e:
+                    raise ValueError(f"{e}; at {res} px") from None
+
     def device(self, device: str) -> torch.device:
         """This rank's device for the run's ``device`` (``"cuda"`` -> ``cuda:LOCAL_RANK``)."""
         if device == "cuda" and self.enabled:

@@ -17,8 +17,9 @@ Host syncs happen only when a record is logged (every ``log_kimg``), at ticks an
 
 Under ``torchrun`` (a :class:`.distributed.Distributed` of several ranks) every rank runs this
 same loop on its own slice of each step's real batch and its own latents (generator seeded per
-rank), gradients are averaged before each optimizer step, and ``cfg.batch`` is the per-rank
-batch: a step consumes ``world_size`` times as many images, and the images counted (kimg,
+rank), gradients are averaged before each optimizer step, and ``cfg.batch`` is the global
+batch, split evenly over the ranks (:meth:`.distributed.Distributed.local_batch`): a step
+consumes the same images however many ranks share it, and the images counted (kimg,
 schedule, checkpoint names) are global. Rank 0 alone writes the run folder and prints; the
 others take part in the collectives only (logged statistics, checkpoint bookkeeping, a stop
 flag every step so that a signal on any rank stops all of them after the same step).
@@ -78,6 +79,7 @@ class Trainer:
     ) -> None:
         self.dist = dist if dist is not None else Distributed()
         self.cfg, self.data = cfg, data
+        self.dist.check_batches(cfg.batch, cfg.resolution)
         # every line printable whatever the terminal (file names need not be text)
         self.echo = (lambda line: echo(printable(line))) if self.dist.is_main else (lambda line: None)
         self.out = Path(cfg.out)

@@ -187,12 +187,13 @@ class Run:
         if pos.phase.index != self._phase_idx:
             self._phase_idx = pos.phase.index
             res, lr = pos.phase.res, cfg.lr[pos.phase.res]
-            self._feed = RealBatches(t.data.levels[res], cfg.batch[res], cfg.seed, pr.images, t.device,
-                                     cfg.workers, rank=self.dist.rank, world_size=self.dist.world_size)
+            self._feed = RealBatches(t.data.levels[res], self.dist.local_batch(cfg.batch[res]), cfg.seed,
+                                     pr.images, t.device, cfg.workers, rank=self.dist.rank,
+                                     world_size=self.dist.world_size)
             for opt in (t.opt_g, t.opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr
-            batch = cfg.batch[res] * self.dist.world_size
+            batch = cfg.batch[res]  # global
             self.log.record("phase", pr.images, res=res, lr=lr, batch=batch)
             self.echo(f"{res}px from {pr.images / 1000:.1f} kimg: batch {batch}, lr {lr:g}")
             if self._bar is not None:
@@ -211,7 +212,8 @@ class Run:
         """One D step, one G step and one EMA update at ``pos``; adds the losses to the running
         statistics (no host sync, except once per newly compiled segment) and counts the images."""
         cfg, pr, t, W = self.cfg, self.progress, self.trainer, self.dist.world_size
-        res, B = pos.phase.res, cfg.batch[pos.phase.res]  # B: per rank
+        res = pos.phase.res
+        B = self.dist.local_batch(cfg.batch[res])  # per rank
         fade: Fade = 1.0 if pos.stable else t.fade_t.fill_(pos.fade)
         x, flip = next(self._feed)
         real = prepare_reals(x, flip, fade, cfg.mirror)
@@ -266,7 +268,7 @@ class Run:
         speed = (pr.images - self.stats.images) / max(t - self.stats.t, 1e-9)
         vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
         self.log.record("log", pr.images, res=pos.phase.res, fade=round(pos.fade, 4), lod=round(pos.lod, 4),
-                        batch=cfg.batch[pos.phase.res] * self.dist.world_size, lr=cfg.lr[pos.phase.res],
+                        batch=cfg.batch[pos.phase.res], lr=cfg.lr[pos.phase.res],
                         epoch=round(self.epoch, 3), img_per_s=round(speed, 2), **vals)
         if self._bar is not None:
             self._bar.set_postfix_str(
