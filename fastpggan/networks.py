@@ -130,10 +130,10 @@ class Generator(_Growable):
 
     def set_fused_scale(self, from_res: int) -> None:
         """Run the upsample-conv of the blocks at ``from_res`` px and above as one transposed
-        conv (:class:`~fastpggan.layers.EqualizedUpConv2d`; 0 = none). The result is the same
-        up to rounding, so this may change at any time."""
+        conv (:class:`~fastpggan.layers.EqualizedUpConv2d`; above ``self.resolution``: none).
+        The result is the same up to rounding, so this may change at any time."""
         for i in range(1, self.num_blocks):
-            self.blocks[i][0].fused = from_res > 0 and 2 ** (i + 2) >= from_res
+            self.blocks[i][0].fused = 2 ** (i + 2) >= from_res
 
     def forward(
         self, z: torch.Tensor, res: int | None = None, fade: float | torch.Tensor = 1.0

@@ -198,9 +198,9 @@ class TrainConfig:
         16, resume=MAY, limit=Limit(1, 2048, integer=True),
         flag=Flag("--fused-scale-from", "G's blocks at RES px and up run their upsample + 3x3 conv "
                   "as one 4x4 transposed conv of stride 2: the same result up to rounding, 16/36 of "
-                  "the multiply-adds; a value above --res never fuses (default: %(default)s, measured "
-                  "faster from there on one CPU thread, slower at 8 px; the authors fuse every block; "
-                  "on GPUs unmeasured, see bench.gpu_report)", "RES"))
+                  "the multiply-adds; a value above --res never fuses (default: %(default)s: faster "
+                  "from there on one CPU thread, slower at 8 px, bench.fused_upscale; the authors "
+                  "fuse every block; unmeasured on GPUs)", "RES"))
     precision: str = setting(
         "fp32", resume=MAY,
         flag=Flag("--precision", "arithmetic of the G and D passes; the gradient penalty is always "
