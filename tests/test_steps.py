@@ -19,7 +19,7 @@ from torch._dynamo.utils import counters
 from fastpggan import Discriminator, Generator
 from fastpggan.__main__ import main
 from fastpggan.training import TrainSteps
-from fastpggan.training.steps import resolve_compile
+from fastpggan.training.steps import resolve_compile, set_tf32, tf32_note
 
 F64 = torch.float64
 
@@ -154,6 +154,40 @@ def test_resolve_compile(flag, backend, device, capability, want) -> None:
 def test_resolve_compile_refuses_what_cannot_run(flag, backend, device, capability, message) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_compile(flag, backend, device, capability)
+
+
+def _tf32_switches() -> tuple:
+    """What the convolution and matmul switches say now, in the API this torch has."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_set_tf32_sets_convolutions_and_matmuls_and_back() -> None:
+    before = _tf32_switches()
+    try:
+        set_tf32(True)
+        on = _tf32_switches()
+        set_tf32(False)
+        off = _tf32_switches()
+    finally:
+        set_tf32(before[0] in ("tf32", True))
+    assert on in (("tf32", "tf32"), (True, True)) and off in (("ieee", "ieee"), (False, False))
+
+
+@pytest.mark.parametrize("tf32, device, capability, note", [
+    (False, "cpu", None, None),
+    (False, "cuda", (6, 1), None),
+    (True, "cuda", (8, 0), None),
+    (True, "cuda", (9, 0), None),
+    (True, "cpu", None, "no effect on cpu"),
+    (True, "cuda", (6, 1), "compute capability 6.1; TF32 needs 8.0+"),
+    (True, "cuda", (7, 5), "compute capability 7.5; TF32 needs 8.0+"),
+])
+def test_tf32_note_only_where_tf32_changes_nothing(tf32, device, capability, note) -> None:
+    line = tf32_note(tf32, device, capability)
+    assert line is None if note is None else (note in line and "\n" not in line)
 
 
 def test_lazy_penalty_scales_by_k() -> None:

@@ -49,13 +49,14 @@ def test_prepare_reals_scales_mirrors_and_fades():
     torch.testing.assert_close(blurred, coarse)
 
 
-def test_end_to_end_tiny_run_writes_everything(tmp_path):
+def test_end_to_end_tiny_run_writes_everything(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--res", "16", "--out", str(out), "--fade-kimg", "0.032", "--stable-kimg", "0.032", "--total-kimg", "0.16", "--tick-kimg", "0.05",
             "--log-kimg", "0.02", "--ckpt-ticks", "1", "--keep-ckpts", "2", *TINY]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["resolution"] == 16 and cfg["batch"]["16"] == 8 and cfg["device"] == "cpu"
+    assert cfg["tf32"] is False  # IEEE fp32 unless asked, whatever torch defaults to
     ckpts = list_checkpoints(out)
     assert len(ckpts) == 2 and ckpts[-1].name == "ckpt-00000.160kimg-16px.pt"
     state = load_checkpoint(ckpts[-1])
@@ -74,8 +75,11 @@ def test_end_to_end_tiny_run_writes_everything(tmp_path):
     assert [(r["res"], r["lr"], r["batch"]) for r in recs if r["kind"] == "phase"] == [(4, 1e-3, 8), (8, 1e-3, 8), (16, 1e-3, 8)]
     assert [r["kind"] for r in recs].count("phase_end") == 3 and recs[-1]["event"] == "done"
     assert not list(out.glob(".*tmp*"))  # no temp files left over
-    # Done: --resume auto on a finished run has nothing left to do.
-    assert main(args + ["--resume", "auto"]) == 0
+    # Done: --resume auto on a finished run has nothing left to do; --tf32 may change on
+    # resume, and on a CPU it is said to change nothing.
+    capsys.readouterr()
+    assert main(args + ["--resume", "auto", "--tf32"]) == 0
+    assert "note: --tf32 has no effect on cpu" in capsys.readouterr().out
 
 
 def test_tensorboard_events_are_written(tmp_path):

@@ -39,7 +39,7 @@ from fastpggan.training.limits import check_config_numbers
 from fastpggan.training.loop import Trainer
 from fastpggan.training.resume_policy import ResumeRefused, policy_summary, resume_changes
 from fastpggan.training.runlock import RunLock, RunLocked
-from fastpggan.training.steps import resolve_compile
+from fastpggan.training.steps import resolve_compile, tf32_note
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -242,6 +242,10 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
     for line in data.report():
         echo(line)
     echo(describe_impl(cfg.impl, cfg.device))
+    device_type = torch.device(cfg.device).type
+    capability = torch.cuda.get_device_capability() if device_type == "cuda" else None
+    if (line := tf32_note(cfg.tf32, device_type, capability)) is not None:
+        echo(line)
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
     trainer = Trainer(cfg, data, state, dist=dist)

@@ -207,6 +207,13 @@ class TrainConfig:
                   "fp32. auto = fp32 (Pascal GPUs run fp16 at 1/64 rate; lower precision is not yet "
                   "measured to train as well elsewhere) (default: %(default)s)",
                   choices=("auto", *PRECISIONS), default="auto", parse=_no_auto))
+    tf32: bool = setting(
+        False, resume=MAY,
+        flag=Flag("--tf32", "let the fp32 convolutions and matmuls use TensorFloat-32 (a 10-bit "
+                  "mantissa) on GPUs of compute capability 8.0+ (Ampere and newer); no effect "
+                  "elsewhere. Off = IEEE fp32, the authors' arithmetic; torch itself lets cuDNN "
+                  "convolutions use TF32 unless told (default: off)",
+                  action=argparse.BooleanOptionalAction))
     gp_resolution: str = setting(
         "full", resume=MAY,
         flag=Flag("--gp-resolution", "where the gradient penalty's norm is taken: full = w.r.t. the "

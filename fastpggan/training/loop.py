@@ -56,7 +56,7 @@ from fastpggan.training.metric_points import MetricPoints
 from fastpggan.training.progress import Progress
 from fastpggan.training.resume_policy import resume_changes
 from fastpggan.training.run import NonFinite, Run
-from fastpggan.training.steps import TrainSteps
+from fastpggan.training.steps import TrainSteps, set_tf32
 
 
 class Trainer:
@@ -89,6 +89,7 @@ class Trainer:
         self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
         self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl)
         self.G.set_fused_scale(cfg.fused_scale_from)
+        set_tf32(cfg.tf32)
         self.G.to(self.device)
         self.D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)

@@ -50,6 +50,8 @@ INDUCTOR_MIN_CAPABILITY = (7, 0)
 # Whether --compile is on by default on CUDA GPUs below INDUCTOR_MIN_CAPABILITY (with the
 # cudagraphs backend). Off: no GPU measurement has shown it faster than eager there yet.
 COMPILE_BY_DEFAULT_BELOW_INDUCTOR = False
+# TensorFloat-32 (a 10-bit mantissa in fp32 convolutions and matmuls): Ampere and newer GPUs.
+TF32_MIN_CAPABILITY = (8, 0)
 
 
 def resolve_compile(
@@ -87,6 +89,38 @@ def resolve_compile(
             f"{device_type}; use --compile-backend inductor (or auto) or --no-compile"
         )
     return on, chosen
+
+
+def set_tf32(on: bool) -> None:
+    """Let fp32 convolutions (cuDNN) and matmuls use TF32 (``on``) or keep them IEEE fp32.
+
+    Process-wide, as torch's own switches are. Torch 2.9+ has per-backend ``fp32_precision``
+    switches and refuses a mix of them with the older ``allow_tf32`` flags, so only one of the
+    two APIs is ever touched. Torch's own defaults differ between versions (cuDNN convolutions
+    TF32, matmuls IEEE), which is why a run states its choice instead of inheriting them.
+    """
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        mode = "tf32" if on else "ieee"
+        cudnn_conv.fp32_precision = mode
+        torch.backends.cuda.matmul.fp32_precision = mode
+    else:
+        torch.backends.cudnn.allow_tf32 = on
+        torch.backends.cuda.matmul.allow_tf32 = on
+
+
+def tf32_note(tf32: bool, device_type: str, capability: tuple[int, int] | None) -> str | None:
+    """One line when ``--tf32`` is asked for where it changes nothing (``None`` otherwise):
+    off CUDA, or on a GPU below :data:`TF32_MIN_CAPABILITY` (a GTX 1080 is 6.1)."""
+    if not tf32:
+        return None
+    if device_type != "cuda":
+        return f"note: --tf32 has no effect on {device_type}: it computes in IEEE fp32"
+    if capability is not None and tuple(capability) < TF32_MIN_CAPABILITY:
+        return (f"note: --tf32 has no effect on this GPU (compute capability {capability[0]}."
+                f"{capability[1]}; TF32 needs {TF32_MIN_CAPABILITY[0]}.{TF32_MIN_CAPABILITY[1]}+, "
+                f"Ampere and newer): it computes in IEEE fp32")
+    return None
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
