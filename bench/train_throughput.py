@@ -12,9 +12,17 @@ a time in this process, in this order (a time-out keeps the variants already mea
 - ``compiled fused``: the Triton kernels under ``torch.compile`` with inductor: train.py's
   default on recent GPUs;
 - ``compiled reference``: the reference ops under inductor;
-- then the fastest of those again with ``--precision bf16`` (autocast; penalty in fp32).
+- then the fastest of those again with ``--precision bf16`` (autocast; penalty in fp32);
+- the fastest again with G's upsample-convs the other way (``G unfused`` where
+  ``--fused-scale-from`` fuses a block at this resolution, else ``G fused from 8 px``);
+- the fastest again with TF32 convolutions and matmuls (``--tf32``), on GPUs that have TF32
+  (compute capability 8.0+; ``--tf32-variant on`` runs it anywhere: a CPU plumbing check).
+
+Every variant but the TF32 one runs in IEEE fp32 (``set_tf32(False)``), as ``train`` does by
+default, whatever torch's own default.
 
     python -m bench.train_throughput [--res 256] [--batch 16] [--json FILE] [--variants LIST]
+        [--fused-scale-from RES] [--tf32-variant auto|on|off]
     python -m bench.train_throughput --dry-run --device cpu --res 8 --batch 4 --fmap-base 32 ...
 
 Peak memory is ``torch.cuda.max_memory_allocated`` from building the variant's models to its
@@ -22,7 +30,8 @@ last timed iteration (weights, Adam state, compile-time allocations included), l
 allocated before it started (``baseline_bytes``: what earlier variants left; ``null`` on a
 CPU). With ``--json`` the file is rewritten after every variant: ``{"device", "res", "batch",
 "config", "dry_run", "variants": [{"name", "impl", "resolved_impl", "compile", "backend",
-"precision", "img_s", "iters", "warmup_s", "peak_bytes", "baseline_bytes"}]}``; a variant that
+"precision", "fused_scale_from", "tf32", "img_s", "iters", "warmup_s", "peak_bytes",
+"baseline_bytes"}]}`` (``fused_scale_from`` as resolved: ``null`` = G unfused); a variant that
 raised has ``error`` (one line) instead of numbers. ``--dry-run`` (CPU, CI): inductor is
 replaced by ``aot_eager``.
 """
@@ -47,6 +56,8 @@ import torch
 from fastpggan import Discriminator, Generator
 from fastpggan.ops import resolve_impl
 from fastpggan.training import TrainSteps, ema_update
+from fastpggan.training.config import TrainConfig
+from fastpggan.training.steps import TF32_MIN_CAPABILITY, set_tf32
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class Variant:
     compile: bool
     backend: str = "inductor"  # torch.compile backend when compile is on
     precision: str = "fp32"
+    # G's blocks from this resolution up fused; None: none (parse_args sets --fused-scale-from)
+    fused_scale_from: int | None = None
+    tf32: bool = False
 
 
 # Those that compile little first: a time-out should cost as few variants as possible.
@@ -72,7 +86,9 @@ def make_steps(variant: Variant, target: int, args: argparse.Namespace, device: 
                ) -> tuple[TrainSteps, Generator]:
     """Models, optimizers and :class:`TrainSteps` of one variant (same seed: same weights)."""
     torch.manual_seed(0)
-    G = Generator(target, args.latent_dim, args.fmap_base, args.fmap_max, impl=variant.impl).to(device)
+    G = Generator(target, args.latent_dim, args.fmap_base, args.fmap_max, impl=variant.impl)
+    G.set_fused_scale(variant.fused_scale_from or UNFUSED)
+    G.to(device)
     D = Discriminator(target, args.fmap_base, args.fmap_max, impl=variant.impl).to(device)
     G_ema = copy.deepcopy(G).requires_grad_(False)
     adam = dict(lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
@@ -80,6 +96,22 @@ def make_steps(variant: Variant, target: int, args: argparse.Namespace, device: 
     steps = TrainSteps(G, D, opt_g, opt_d, compile=variant.compile,
                        compile_backend=variant.backend, precision=variant.precision)
     return steps, G_ema
+
+
+UNFUSED = 1 << 30  # a --fused-scale-from above every resolution
+
+
+def fusion_flipped(variant: Variant, res: int) -> Variant:
+    """``variant`` with G's upsample-convs the other way at ``res``: unfused where it fuses a
+    block up to ``res``, else fused from 8 px (every block)."""
+    assert variant.fused_scale_from is not None
+    if variant.fused_scale_from <= res:
+        return replace(variant, name=f"{variant.name}, G unfused", fused_scale_from=None)
+    return replace(variant, name=f"{variant.name}, G fused from 8 px", fused_scale_from=8)
+
+
+def has_tf32(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= TF32_MIN_CAPABILITY
 
 
 class Batch:
@@ -178,6 +210,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", default=None,
                    help="comma-separated names to run (default: all, then bf16 of the fastest)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 variant")
+    p.add_argument("--fused-scale-from", type=int, default=TrainConfig().fused_scale_from,
+                   metavar="RES", help="G fused from RES px up, as train's flag (default: %(default)s)")
+    p.add_argument("--no-fusion-variant", dest="fusion_variant", action="store_false",
+                   help="skip the fastest variant with G's fusion flipped")
+    p.add_argument("--tf32-variant", choices=("auto", "on", "off"), default="auto",
+                   help="the fastest variant with TF32: auto = on GPUs of compute capability "
+                        "8.0+ (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--dry-run", action="store_true",
                    help="CPU plumbing check: compiled variants use aot_eager instead of inductor")
@@ -186,7 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     chosen = names if args.variants is None else [s.strip() for s in args.variants.split(",")]
     if unknown := [n for n in chosen if n not in names]:
         p.error(f"--variants takes names from {', '.join(names)}; got {unknown}")
-    args.variants = [v for v in VARIANTS if v.name in chosen]
+    args.variants = [replace(v, fused_scale_from=args.fused_scale_from)
+                     for v in VARIANTS if v.name in chosen]
     return args
 
 
@@ -210,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run and variant.compile and variant.backend == "inductor":
             row["backend"] = "aot_eager"  # see inductor_as_aot_eager
         try:
+            set_tf32(variant.tf32)
             row.update(measure(variant, args, device))
             print(f"{variant.name:28s} {row['img_s']:9.1f} img/s  peak "
                   f"{(row['peak_bytes'] or 0) / 2**30:6.2f} GiB  ({row['resolved_impl']} ops, "
@@ -217,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one variant failing must not cost the others
             traceback.print_exc()
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        finally:
+            set_tf32(False)
         release()
         result["variants"].append(row)
         save()
@@ -227,10 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     with inductor_as_aot_eager() if args.dry_run else contextlib.nullcontext():
         rows = [run(v) for v in args.variants]
         measured = [(r, v) for r, v in zip(rows, args.variants) if "img_s" in r]
-        if args.bf16 and measured:
-            _, fastest = max(measured, key=lambda rv: rv[0]["img_s"])
+        fastest = max(measured, key=lambda rv: rv[0]["img_s"])[1] if measured else None
+        if args.bf16 and fastest is not None:
             row = run(replace(fastest, name=f"{fastest.name}, bf16", precision="bf16"))
             row["bf16_of"] = fastest.name
+            save()
+        if args.fusion_variant and fastest is not None:
+            row = run(fusion_flipped(fastest, args.res))
+            row["fusion_of"] = fastest.name
+            save()
+        tf32 = args.tf32_variant == "on" or (args.tf32_variant == "auto" and has_tf32(device))
+        if tf32 and fastest is not None:
+            row = run(replace(fastest, name=f"{fastest.name}, TF32", tf32=True))
+            row["tf32_of"] = fastest.name
             save()
     return 1 if any("error" in r for r in result["variants"]) else 0
 

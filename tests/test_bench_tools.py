@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bench import memory_estimate, train_throughput
+import torch
+
+from bench import memory_estimate, model_cost, train_throughput
 
 TINY = ["--dry-run", "--device", "cpu", "--res", "4", "--batch", "4", "--fmap-base", "32",
         "--fmap-max", "8", "--latent-dim", "8", "--warmup", "1", "--min-iters", "1",
@@ -24,6 +26,45 @@ def test_train_throughput_rows_and_bf16_of_the_fastest(tmp_path) -> None:
     fastest = max(rows[:2], key=lambda r: r["img_s"])
     assert rows[2]["name"] == f"{fastest['name']}, bf16" and rows[2]["precision"] == "bf16"
     assert rows[2]["bf16_of"] == fastest["name"]
+    # at 4 px the default fuses nothing, so the flipped variant fuses every block; no TF32
+    # variant on a CPU unless asked for
+    assert rows[0]["fused_scale_from"] == 16 and not rows[0]["tf32"]
+    assert rows[3]["name"] == f"{fastest['name']}, G fused from 8 px" and rows[3]["fused_scale_from"] == 8
+    assert len(rows) == 4
+
+
+def test_train_throughput_flips_the_fusion_and_adds_tf32(tmp_path) -> None:
+    out = tmp_path / "tt.json"
+    argv = [*TINY, "--res", "8", "--fused-scale-from", "8", "--variants", "eager reference",
+            "--no-bf16", "--tf32-variant", "on", "--json", str(out)]
+    assert train_throughput.main(argv) == 0
+    rows = json.loads(out.read_text())["variants"]
+    assert [(r["name"], r["fused_scale_from"], r["tf32"]) for r in rows] == [
+        ("eager reference", 8, False),
+        ("eager reference, G unfused", None, False),
+        ("eager reference, TF32", 8, True),
+    ]
+    assert all(r["img_s"] > 0 for r in rows)
+
+
+def test_model_cost_counts_the_fused_layer_at_16_over_36() -> None:
+    small = dict(target=16, fused_from=16, fmap_base=64, fmap_max=16, latent=16)
+    rows = {(r.res, r.fading): r for r in model_cost.costs(**small)}
+    assert [k for k in rows] == [(4, False), (8, True), (8, False), (16, True), (16, False)]
+    for (res, _), r in rows.items():  # below 16 px nothing is fused
+        assert (r.fused_flop < r.unfused_flop) == (res == 16) and r.fused_flop > 0
+    # one layer, forward: the transposed conv does 16/36 of the upsample-then-conv's work
+    from fastpggan.layers import EqualizedUpConv2d
+    with torch.device("meta"):
+        layer = EqualizedUpConv2d(16, 8, impl="reference")
+        x = torch.empty(4, 16, 8, 8)
+    flop = {}
+    for fused in (False, True):
+        layer.fused = fused
+        with model_cost.CountFlops() as counter:
+            layer(x)
+        flop[fused] = counter.total
+    assert flop[False] == 2 * 4 * 8 * 16 * 9 * 16 * 16 and flop[True] * 36 == flop[False] * 16
 
 
 def test_memory_estimate_fused_keeps_less_than_reference() -> None:

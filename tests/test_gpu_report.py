@@ -100,6 +100,11 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
         assert "img/s" in rows[name][2], name
     assert "cudagraphs, fp32" in rows["cudagraphs fused"][2]
     assert any(k.endswith(", bf16") and "img/s" in v[2] for k, v in rows.items())
+    # at the dry run's 8 px the default (fused from 16 px) fuses nothing: the flipped variant
+    # fuses every block; the TF32 variant runs on the CPU too (no effect there)
+    assert any(k.endswith(", G fused from 8 px") and "fp32, G fused from 8 px;" in v[2]
+               for k, v in rows.items())
+    assert any(k.endswith(", TF32") and "fp32 with TF32, G " in v[2] for k, v in rows.items())
     memory = rows[plan.BY_NAME["memory"].title][2]
     assert memory.startswith("measured nothing on the CPU") and "reference " in memory
     bench = rows["mbstd-fwd-4px-N128-C512"][2]
@@ -207,7 +212,7 @@ def test_gpu_caps_fit_the_budget_and_the_plan_is_printed() -> None:
     assert sum(s.cap_s for s in plan.STAGES) + plan.RESERVE_S <= plan.DEFAULT_BUDGET_S <= 480
     text = cli.plan_text(list(plan.STAGE_NAMES), plan.DEFAULT_BUDGET_S, dry_run=False)
     assert text.startswith("expected duration: at most 470 s (7.8 min, GPU")
-    assert "e2e 260" in text
+    assert "e2e 250" in text and "throughput 90" in text
 
 
 def test_kernel_tests_stage_out_of_time_reports_what_it_knows(tmp_path) -> None:

@@ -16,7 +16,8 @@ Stages, most important first (each with its own cap; see :mod:`.plan`):
 3. ``e2e_ref``: the same schedule with ``--impl reference --no-compile`` (one run, start to
    end), and the img/s ratio per resolution.
 4. ``throughput``: one training iteration at 256 px, batch 16, every variant side by side
-   (eager/compiled x reference/fused, CUDA graphs, bf16 of the fastest): img/s, peak memory.
+   (eager/compiled x reference/fused, CUDA graphs; then the fastest with bf16, with G's
+   upsample-convs unfused, with TF32 where the GPU has it): img/s, peak memory.
 5. ``memory``: those peaks against the estimate without a GPU and a GTX 1080's 8 GB.
 6. ``bench``: the fused-op microbenchmarks with what time is left.
 

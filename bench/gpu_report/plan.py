@@ -24,9 +24,10 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("tests", "kernel tests vs float64 reference", 50, 90),
-    Stage("e2e", "train.py end to end: defaults (fused ops, compiled)", 260, 120),
-    Stage("e2e_ref", "train.py end to end: --impl reference --no-compile", 45, 90),
-    Stage("throughput", "training iteration, every variant side by side", 75, 90),
+    Stage("e2e", "train.py end to end: defaults (fused ops, compiled)", 250, 120),
+    Stage("e2e_ref", "train.py end to end: --impl reference --no-compile", 40, 90),
+    # 8 variants, each compiled anew: the last two (G's fusion flipped, TF32) need the time
+    Stage("throughput", "training iteration, every variant side by side", 90, 90),
     Stage("memory", "peak memory: measured against estimated", 15, 60),
     Stage("bench", "fused-op microbenchmarks", 20, 90),
 )

@@ -7,7 +7,8 @@ costs that stage only), whose output goes to ``<work dir>/logs``.
 - ``tests``: ``pytest tests/test_kernels.py tests/test_ops_dispatch.py`` with
   ``TRITON_INTERPRET=0``: the Triton kernels compiled on the GPU against the float64 reference.
 - ``throughput``: ``python -m bench.train_throughput``: one training iteration at 256 px, batch
-  16, every variant (eager/compiled, reference/fused, CUDA graphs, bf16): img/s and peak memory.
+  16, every variant (eager/compiled, reference/fused, CUDA graphs, bf16, G's fusion flipped,
+  TF32): img/s and peak memory.
 - ``memory``: ``python -m bench.memory_estimate`` at the same size, set against the peaks the
   throughput stage measured, and against a GTX 1080's 8 GB.
 - ``bench``: ``pytest bench/test_ops.py --benchmark-only``, one process per resolution: each
@@ -108,14 +109,18 @@ def throughput_cmd(dry_run: bool, json_path: Path) -> list[str]:
     cmd = [sys.executable, "-m", "bench.train_throughput", "--json", str(json_path),
            "--device", "cpu" if dry_run else "cuda", "--res", str(size.res),
            "--batch", str(size.batch), *size.model, *size.timing]
-    return cmd + ["--dry-run"] if dry_run else cmd
+    # the dry run's CPU has no TF32: the variant runs anyway, so its plumbing is checked
+    return cmd + ["--dry-run", "--tf32-variant", "on"] if dry_run else cmd
 
 
 def _variant_line(row: dict) -> str:
     if "error" in row:
         return f"FAILED: {row['error']}"
     how = f"{row['resolved_impl']} ops" + (f", {row['backend']}" if row["compile"] else ", eager")
-    return (f"{row['img_s']:.1f} img/s, peak {gib(row['peak_bytes'])} ({how}, {row['precision']}; "
+    how += f", {row['precision']}" + (" with TF32" if row.get("tf32") else "")
+    fused = row.get("fused_scale_from")
+    how += f", G fused from {fused} px" if fused is not None else ", G unfused"
+    return (f"{row['img_s']:.1f} img/s, peak {gib(row['peak_bytes'])} ({how}; "
             f"warm-up incl. compile {row['warmup_s']:.1f} s)")
 
 
