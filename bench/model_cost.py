@@ -9,7 +9,7 @@ upsample-convs unfused and fused from ``--fused-scale-from`` up. Then the defaul
 images at each phase over a card's peak rate: an estimate of the time, a floor no real run
 reaches (it ignores everything but convolutions and matmuls at peak).
 
-    python -m bench.model_cost [--res 256] [--fused-scale-from 16] [--tflops 8.9]
+    python -m bench.model_cost [--res 256] [--fused-scale-from 32] [--tflops 8.9]
     python -m bench.model_cost --json FILE
 
 A FLOP is a multiply or an add (a multiply-add is 2), as the counter and the recipe count.

@@ -28,7 +28,7 @@ def test_train_throughput_rows_and_bf16_of_the_fastest(tmp_path) -> None:
     assert rows[2]["bf16_of"] == fastest["name"]
     # at 4 px the default fuses nothing, so the flipped variant fuses every block; no TF32
     # variant on a CPU unless asked for
-    assert rows[0]["fused_scale_from"] == 16 and not rows[0]["tf32"]
+    assert rows[0]["fused_scale_from"] == 32 and not rows[0]["tf32"]
     assert rows[3]["name"] == f"{fastest['name']}, G fused from 8 px" and rows[3]["fused_scale_from"] == 8
     assert len(rows) == 4
 

@@ -100,7 +100,7 @@ def test_dry_run_runs_every_stage_for_real(tmp_path) -> None:
         assert "img/s" in rows[name][2], name
     assert "cudagraphs, fp32" in rows["cudagraphs fused"][2]
     assert any(k.endswith(", bf16") and "img/s" in v[2] for k, v in rows.items())
-    # at the dry run's 8 px the default (fused from 16 px) fuses nothing: the flipped variant
+    # at the dry run's 8 px the default (fused from 32 px) fuses nothing: the flipped variant
     # fuses every block; the TF32 variant runs on the CPU too (no effect there)
     assert any(k.endswith(", G fused from 8 px") and "fp32, G fused from 8 px;" in v[2]
                for k, v in rows.items())

@@ -195,12 +195,12 @@ class TrainConfig:
                   "below 7.0. Naming one turns --compile on (default: %(default)s)",
                   choices=("auto", *COMPILE_BACKENDS), default="auto"))
     fused_scale_from: int = setting(
-        16, resume=MAY, limit=Limit(1, 2048, integer=True),
+        32, resume=MAY, limit=Limit(1, 2048, integer=True),
         flag=Flag("--fused-scale-from", "G's blocks at RES px and up run their upsample + 3x3 conv "
                   "as one 4x4 transposed conv of stride 2: the same result up to rounding, 16/36 of "
-                  "the multiply-adds; a value above --res never fuses (default: %(default)s: faster "
-                  "from there on one CPU thread, slower at 8 px, bench.fused_upscale; the authors "
-                  "fuse every block; unmeasured on GPUs)", "RES"))
+                  "the multiply-adds; a value above --res never fuses (default: %(default)s: a whole "
+                  "CPU iteration was faster with it from 32 px on and slower at 16, bench.vs_pro_gan; "
+                  "the authors fuse every block; unmeasured on GPUs)", "RES"))
     precision: str = setting(
         "fp32", resume=MAY,
         flag=Flag("--precision", "arithmetic of the G and D passes; the gradient penalty is always "
