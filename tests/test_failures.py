@@ -266,3 +266,73 @@ def test_disk_full_while_caching_the_data_exits_1_and_leaves_no_run(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full: could not write the image cache" in err[0]
     assert not out.exists()
+
+
+# --- stop signals ------------------------------------------------------------------------------
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"])
+def test_every_stop_signal_checkpoints_like_sigterm(tmp_path, capsys, monkeypatch, signame):
+    import signal
+
+    import fastpggan.training.run as run
+
+    sig = getattr(signal, signame)
+    before = signal.getsignal(sig)
+    real_ema, sent = run.ema_update, []
+
+    def ema_then_signal(*a):  # a real signal to this process, during the first step
+        real_ema(*a)
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(run, "ema_update", ema_then_signal)
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 128 + sig
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "stopped by" in ln]
+    assert len(said) == 1 and said[0].startswith(f"stopped by {signame}: checkpoint ")
+    (ckpt,) = list_checkpoints(out)
+    assert load_checkpoint(ckpt)["progress"]["step"] == 1
+    assert _events(out, f"stopped by {signame}") and not (out / ".lock").exists()
+    assert signal.getsignal(sig) == before  # handlers restored
+
+
+def test_sighup_to_a_training_process_writes_a_checkpoint(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *RUN8[1:], "--total-kimg", "100", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("training "):
+                break
+        proc.send_signal(signal.SIGHUP)  # the terminal closed: an SSH session ended
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGHUP, err[-2000:]
+    assert rest.count("stopped by SIGHUP: checkpoint ") == 1 and not err.strip()
+    (ckpt,) = list_checkpoints(out)
+    assert load_checkpoint(ckpt)["progress"]["images"] > 0 and not (out / ".lock").exists()
+
+
+def test_sigterm_while_caching_the_images_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from fastpggan.data import dataset
+
+    real_item, calls = dataset._Decode.__getitem__, []
+
+    def item_then_signal(self, i):
+        calls.append(i)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_item(self, i)
+
+    monkeypatch.setattr(dataset._Decode, "__getitem__", item_then_signal)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main([*RUN8, "--out", str(out), "--cache-dir", str(cache)]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped by SIGTERM while preparing the run" in err[0], err
+    assert len(calls) < 32 and not out.exists() and list(cache.iterdir()) == []

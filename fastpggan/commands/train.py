@@ -30,7 +30,7 @@ from fastpggan.commands.common import (
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
 from fastpggan.data import DataError, Source, load_data, open_source
-from fastpggan.errors import RunStopped, UsageError, usage_errors
+from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import check_ops, describe_impl, impl_problem
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
@@ -184,7 +184,8 @@ def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``train`` command: returns the exit code (0 done, 130/143 when stopped by a signal).
+    """``train`` command: returns the exit code (0 done, ``128 + signum`` when stopped by one of
+    :data:`fastpggan.errors.STOP_SIGNALS`: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM, ...).
 
     Under ``torchrun`` every process runs this; rank 0 alone writes and prints (see
     :mod:`fastpggan.training.distributed`).
@@ -208,6 +209,10 @@ def run_train(args: argparse.Namespace) -> int:
         dist.close()
 
 
+def _interrupt_preparation(signum: int, frame: Any) -> None:
+    raise Interrupted(signum, "while preparing the run (reading the checkpoint, decoding the images)")
+
+
 def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, created: bool, note: str | None) -> int:
     out = Path(cfg.out)
     echo = (lambda line: print(printable(line))) if dist.is_main else (lambda line: None)
@@ -220,13 +225,16 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         if removed:
             echo(f"note: removed {len(removed)} leftover temp files of interrupted writes in {printable(str(out))}")
     try:
-        state, path, damaged = pick_checkpoint(args, cfg)
-        source = open_source(cfg.data, cfg.num_faces)
-        if not dist.is_main:
-            dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
-        with usage_errors(DataError):
-            data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
-    except (UsageError, DiskFullError):
+        # A stop signal while the images are decoded (minutes on a large folder) ends the
+        # command with one line; the cache build removes its partial folder on the way out.
+        with stop_signals(_interrupt_preparation):
+            state, path, damaged = pick_checkpoint(args, cfg)
+            source = open_source(cfg.data, cfg.num_faces)
+            if not dist.is_main:
+                dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
+            with usage_errors(DataError):
+                data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
+    except (UsageError, DiskFullError, Interrupted):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
                 if p.name != ".lock":

@@ -119,7 +119,8 @@ class Run:
         self.stop_message: str | None = None
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        """The SIGINT/SIGTERM handler: voted for after the step under way."""
+        """The handler of every stop signal (:data:`fastpggan.errors.STOP_SIGNALS`): voted for
+        after the step under way."""
         self.stopped_by = signum
 
     def close(self) -> None:
@@ -347,7 +348,10 @@ class Run:
         path = self.trainer.save()
         name = signal.Signals(signum).name
         self.log.record("event", self.progress.images, event=f"stopped by {name}", checkpoint=path.name)
-        self.echo(f"stopped by {name}: checkpoint {path}")
+        try:
+            self.echo(f"stopped by {name}: checkpoint {path}")
+        except OSError:  # a hang-up (SIGHUP) may have closed the terminal: the checkpoint is what counts
+            pass
         return "interrupted"
 
     def _on_non_finite(self, images_ok: int, what: str) -> str:
