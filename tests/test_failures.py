@@ -336,3 +336,66 @@ def test_sigterm_while_caching_the_images_is_one_line_and_leaves_nothing(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stopped by SIGTERM while preparing the run" in err[0], err
     assert len(calls) < 32 and not out.exists() and list(cache.iterdir()) == []
+
+
+# --- the decoded-image cache is checked --------------------------------------------------------
+def _image_folder(folder: Path, n: int = 6) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.new("RGB", (8, 8), (30 * i, 255 - 30 * i, 7 * i)).save(folder / f"im{i}.png")
+    return folder
+
+
+def _damage(path: Path, how: str) -> None:
+    size = path.stat().st_size
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+    elif how == "zero-filled":
+        path.write_bytes(bytes(size))
+    else:  # the pixels zeroed, the .npy header intact
+        arr = __import__("numpy").load(path, mmap_mode="r+")
+        arr[:] = 0
+        arr.flush()
+        del arr
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero-filled", "pixels zeroed"])
+def test_a_damaged_image_cache_is_rebuilt_from_the_data_with_one_line(tmp_path, how):
+    import numpy as np
+
+    from fastpggan.data import load_data, open_source
+
+    source = open_source(str(_image_folder(tmp_path / "data")))
+    cache = tmp_path / "cache"
+    first = load_data(source, 8, cache)
+    want = {r: np.array(a) for r, a in first.levels.items()}
+    assert not [n for n in first.report() if "is damaged (" in n]
+    (folder,) = cache.iterdir()
+    _damage(folder / "res8.npy", how)
+    again = load_data(source, 8, cache)
+    warned = [line for line in again.report() if "is damaged (" in line]
+    assert len(warned) == 1 and "res8.npy" in warned[0] and "rebuilt it from" in warned[0], warned
+    assert all(np.array_equal(again.levels[r], want[r]) for r in want)  # the real pixels again
+    assert [line for line in load_data(source, 8, cache).report() if "is damaged (" in line] == []
+
+
+def test_a_damaged_cache_whose_data_is_gone_is_refused_and_resume_never_trains_on_it(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", 8)
+    out = tmp_path / "run"
+    args = [*RUN8, "--data", str(data), "--out", str(out)]
+    assert main(args) == 0
+    (cached,) = (out / "cache").iterdir()
+    _damage(cached / "res4.npy", "pixels zeroed")
+    ckpts = list_checkpoints(out)
+    for p in data.iterdir():  # the images replaced in place: same names, sizes and dates
+        st = p.stat()
+        p.write_bytes(b"\0" * st.st_size)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    capsys.readouterr()
+    assert main([*args, "--total-kimg", "0.04", "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "res4.npy's contents do not match their checksum" in err[0], err
+    assert "cannot be rebuilt" in err[0] and list_checkpoints(out) == ckpts

@@ -12,6 +12,15 @@ nowhere, link loops and entries that cannot be read (found while listing the fol
 images smaller than ``R`` (they are upscaled). Every name in a message is printable
 (:func:`fastpggan.console.printable`) whatever the terminal's encoding.
 
+Every cache carries a check of its contents, made when it is built: ``meta.json`` records each
+``.npy`` file's size and a CRC-32 of every :data:`CHECK_BLOCK` bytes of it (header included).
+Opening a cache verifies all of it before anything reads an image: ``meta.json`` parses, each
+file has its size and a ``.npy`` header of the right shape, and every block matches its CRC
+(:func:`verify_cache`; the cost is in the README). A damaged cache is rebuilt from the source,
+with a warning; when the source can no longer rebuild it (no readable image left),
+:class:`DataError`. CRC-32 finds accidental damage (a truncated or zeroed file, a bad sector,
+a partial copy); it is not a defence against someone who rewrites the cache on purpose.
+
 Cache folders: building one writes ``.KEY.tmp-HOST-PID`` and renames it to ``KEY`` when complete.
 A build interrupted by a crash leaves its temp folder; the next :func:`load_data` on that cache
 folder removes temps of processes of this machine that no longer run. When a source's files
@@ -24,6 +33,8 @@ from __future__ import annotations
 
 import collections
 import errno
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import io
 import json
@@ -44,12 +55,21 @@ from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
 # Bump when decoding or the cache layout changes, so older caches are not reused.
-CACHE_VERSION = 1
+# 2: meta.json carries the arrays' rows, sizes and block checksums.
+CACHE_VERSION = 2
 FACES = "faces"
+# A CRC-32 per this many bytes of each cache file: small enough that blocks are checked in
+# parallel, large enough that meta.json stays small (~800 entries for a 13 GB cache).
+CHECK_BLOCK = 1 << 24
 
 
 class DataError(ValueError):
     """The data path cannot be used (missing, empty, no decodable image); one-line message."""
+
+
+class CacheDamaged(Exception):
+    """A cache folder whose files do not match the check recorded when it was built; the
+    message is one line naming the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +352,84 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
+def _read_block(fd: int, offset: int, length: int) -> int:
+    """CRC-32 of ``length`` bytes of ``fd`` from ``offset`` (fewer at the end of the file)."""
+    return zlib.crc32(os.pread(fd, length, offset))
+
+
+def _block_crcs(path: Path, size: int) -> list[int]:
+    """CRC-32 of each :data:`CHECK_BLOCK` bytes of the first ``size`` bytes of ``path``, computed
+    on a few threads (``zlib.crc32`` releases the GIL, so blocks are hashed in parallel)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offsets = range(0, size, CHECK_BLOCK)
+        threads = max(1, min(4, os.cpu_count() or 1, len(offsets)))
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda o: _read_block(fd, o, min(CHECK_BLOCK, size - o)), offsets))
+    finally:
+        os.close(fd)
+
+
+def file_check(path: str | os.PathLike) -> dict:
+    """What ``meta.json`` records of a cache file: ``{"size": bytes, "block": CHECK_BLOCK,
+    "crc32": [one per block]}``."""
+    path = Path(path)
+    size = path.stat().st_size
+    return {"size": size, "block": CHECK_BLOCK, "crc32": _block_crcs(path, size)}
+
+
+def _check_header(path: Path, rows: int, r: int, size: int) -> None:
+    """``CacheDamaged`` unless ``path`` starts with a ``.npy`` header of ``uint8 [rows, r, r, 3]``
+    whose data ends exactly at ``size`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise CacheDamaged(f"{path.name} has no valid .npy header ({str(e).splitlines()[0][:80]})") from None
+    if tuple(shape) != (rows, r, r, 3) or fortran or dtype != np.uint8:
+        raise CacheDamaged(f"{path.name}'s header says {dtype} {list(shape)}, not uint8 [{rows}, {r}, {r}, 3]")
+    if offset + rows * r * r * 3 != size:
+        raise CacheDamaged(f"{path.name}'s header does not match its size")
+
+
+def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = True) -> dict:
+    """Check cache ``folder`` against its ``meta.json`` (see module doc) and return the meta.
+    ``contents=False`` checks sizes and headers only (right after a build, whose checksums were
+    just read from the files). ``CacheDamaged`` (one line) on the first problem found."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        rows, count, checks = int(meta["rows"]), int(meta["count"]), meta["checks"]
+        meta["skipped"], meta["skipped_examples"], meta["small"]  # noqa: B018 (all present)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CacheDamaged(f"meta.json cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
+    if not 0 < count <= rows:
+        raise CacheDamaged(f"meta.json counts {count} images in arrays of {rows}")
+    for r in _levels(resolution):
+        name = f"res{r}.npy"
+        path, want = folder / name, checks.get(name) if isinstance(checks, dict) else None
+        if not isinstance(want, dict) or want.get("block") != CHECK_BLOCK:
+            raise CacheDamaged(f"meta.json holds no check of {name}")
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise CacheDamaged(f"{name} cannot be read ({e.strerror or e})") from None
+        if size != want.get("size"):
+            raise CacheDamaged(f"{name} is {size} bytes, not the {want.get('size')} it was written with")
+        _check_header(path, rows, r, size)
+        if contents:
+            got = _block_crcs(path, size)
+            bad = [i for i, (a, b) in enumerate(zip(got, want.get("crc32", []))) if a != b]
+            if bad or len(got) != len(want.get("crc32", [])):
+                first = bad[0] if bad else min(len(got), len(want.get("crc32", [])))
+                raise CacheDamaged(f"{name}'s contents do not match their checksum (from byte "
+                                   f"{first * CHECK_BLOCK}, {len(bad) or 1} of {len(got)} blocks)")
+    return meta
+
+
 def load_data(
     source: Source,
     resolution: int,
@@ -349,10 +447,19 @@ def load_data(
     final = Path(cache_dir) / key if cache_dir is not None else None
     if final is not None:
         clean_temp_files(final.parent, owned=False)
+    damaged = None
     if final is not None and (final / "meta.json").exists():
-        return _open_cache(source, resolution, final)
+        try:
+            return _open_cache(source, resolution, final)
+        except CacheDamaged as e:
+            damaged = f"the image cache {printable(str(final))} is damaged ({printable(str(e))})"
     if source.kind != FACES and count_image_headers(source) == 0:
+        if damaged:  # the data that could rebuild the cache is gone too
+            raise DataError(f"{damaged}, and it cannot be rebuilt: data path "
+                            f"{printable(source.path)!r} holds no readable images now")
         raise DataError(f"data path {printable(source.path)!r} holds no readable images")
+    if damaged:
+        shutil.rmtree(final, ignore_errors=True)  # the rebuilt cache takes its name
     try:
         data = _build(source, resolution, final, workers, progress)
     except OSError as e:
@@ -361,6 +468,8 @@ def load_data(
         need = sum(len(source) * r * r * 3 for r in _levels(resolution))
         raise DiskFullError(final if final is not None else Path(key),
                             f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
+    if damaged:
+        data.notes.append(f"warning: {damaged}; rebuilt it from {printable(source.describe())}")
     if final is not None:
         gone = _remove_superseded(source, resolution, final)
         if gone:
@@ -413,7 +522,7 @@ def _build(
                 progress(done, n)
         if good == 0:
             raise DataError(f"data path {printable(source.describe())!r} holds no readable images")
-        meta = {"count": good, "skipped": skipped, "skipped_examples": examples, "small": small,
+        meta = {"count": good, "rows": n, "skipped": skipped, "skipped_examples": examples, "small": small,
                 "source": source.identity(), "resolution": resolution}
         if final is None:
             levels = {r: a[:good] for r, a in arrays.items()}
@@ -421,6 +530,8 @@ def _build(
         for a in arrays.values():
             a.flush()
         del arrays
+        # The check is read back from the files as written, so it covers what later runs read.
+        meta["checks"] = {f"res{r}.npy": file_check(tmp / f"res{r}.npy") for r in _levels(resolution)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         fd = os.open(tmp / "meta.json", os.O_RDONLY)
         try:
@@ -434,11 +545,13 @@ def _build(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _open_cache(source, resolution, final)
+    return _open_cache(source, resolution, final, contents=False)
 
 
-def _open_cache(source: Source, resolution: int, folder: Path) -> ImageData:
-    meta = json.loads((folder / "meta.json").read_text())
+def _open_cache(source: Source, resolution: int, folder: Path, contents: bool = True) -> ImageData:
+    """The cached arrays of ``folder``, memory-mapped once :func:`verify_cache` passed
+    (``CacheDamaged`` else)."""
+    meta = verify_cache(folder, resolution, contents)
     levels = {
         r: np.load(folder / f"res{r}.npy", mmap_mode="r")[: meta["count"]] for r in _levels(resolution)
     }
