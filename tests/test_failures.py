@@ -399,3 +399,69 @@ def test_a_damaged_cache_whose_data_is_gone_is_refused_and_resume_never_trains_o
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "res4.npy's contents do not match their checksum" in err[0], err
     assert "cannot be rebuilt" in err[0] and list_checkpoints(out) == ckpts
+
+
+# --- checkpoints usable where they should be -------------------------------------------------------
+def test_non_finite_weights_are_refused_by_every_command(ckpt, tmp_path, capsys):
+    from fastpggan.training.checkpoint import CHECKSUM, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    del state[CHECKSUM]
+    next(iter(state["G_ema"].values())).fill_(float("nan"))
+    bad = save_checkpoint(state, tmp_path / "nan.pt")  # a valid checksum over NaN weights
+    for argv in (["generate", "--ckpt", str(bad), "--out", str(tmp_path / "s.png")],
+                 ["evaluate", "--ckpt", str(bad), "--metric", "diversity"],
+                 ["export", "--ckpt", str(bad), "--out", str(tmp_path / "g.pt2")],
+                 [*RUN8, "--out", str(tmp_path / "run2"), "--total-kimg", "0.04", "--resume", str(bad)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds non-finite weights (NaN or inf in G_ema." in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
+
+
+def test_non_finite_losses_after_a_resume_into_a_new_folder_name_the_resumed_checkpoint(ckpt, tmp_path, capsys,
+                                                                                       monkeypatch):
+    from fastpggan.training.steps import TrainSteps
+
+    real_g_step = TrainSteps.g_step
+
+    def diverging(self, *a, **k):
+        with torch.no_grad():
+            next(self.G.parameters()).fill_(float("nan"))
+        return real_g_step(self, *a, **k)
+
+    monkeypatch.setattr(TrainSteps, "g_step", diverging)
+    out = tmp_path / "run2"
+    argv = [*RUN8, "--out", str(out), "--total-kimg", "0.104", "--log-kimg", "0.008", "--resume", str(ckpt)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite losses" in err[0] and "no checkpoint was written yet" not in err[0]
+    assert "since this run resumed at 0.024 kimg: resume again from the checkpoint it started from" in err[0]
+
+
+def test_a_triton_trained_checkpoint_samples_on_a_cpu(ckpt, tmp_path):
+    from fastpggan.training.checkpoint import CHECKSUM, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    del state[CHECKSUM]
+    state["config"]["impl"] = "triton"  # as a GPU run records it
+    tri = save_checkpoint(state, tmp_path / "triton.pt")
+    code = textwrap.dedent("""
+        import sys
+        from fastpggan.__main__ import main
+        tri, out = sys.argv[1], sys.argv[2]
+        print("auto", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/auto.png"]))
+        print("reference", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/ref.png", "--impl", "reference"]))
+        print("triton", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/tri.png", "--impl", "triton"]))
+    """)
+    # Triton's CPU interpreter off: on this machine the kernels cannot run, as on any CPU-only one
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-c", code, str(tri), str(tmp_path)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    codes = [line for line in r.stdout.splitlines() if not line.startswith("wrote ")]
+    assert codes == ["auto 0", "reference 0", "triton 2"], r.stdout + r.stderr[-2000:]
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "ref.png").read_bytes()
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastpggan generate: error: --impl triton: "), err
+    assert not (tmp_path / "tri.png").exists()

@@ -8,6 +8,7 @@ never through each other.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from fastpggan.errors import UsageError, usage_errors
 from fastpggan.metrics.evaluate import METRICS
 from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
+from fastpggan.ops import IMPLS, check_ops, impl_problem
 from fastpggan.ranges import Limit, check_number
 
 
@@ -51,6 +53,26 @@ def resolve_device(flag: str) -> str:
     if flag == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return flag
+
+
+# --- fused ops (``train --impl``, ``generate --impl``, ``evaluate --impl``) -------------------
+def add_impl_flag(p: argparse.ArgumentParser) -> None:
+    """``--impl`` of the commands that only sample a checkpoint: the ops are chosen for the
+    machine they run on, whatever the checkpoint was trained with."""
+    p.add_argument(
+        "--impl", default="auto", choices=IMPLS,
+        help="fused ops: auto = the Triton kernels where they can run (a CUDA GPU), the PyTorch "
+             "reference elsewhere, whatever the checkpoint trained with; triton or reference to "
+             "force one (default: %(default)s)")
+
+
+def check_impl_flag(impl: str, device: str | torch.device) -> None:
+    """``--impl`` can run on ``device``, and the ops' self-checks pass now, so that a failing one
+    stops ``--impl triton`` before any work; ``UsageError`` (one line) else."""
+    if (problem := impl_problem(impl, device)) is not None:
+        raise UsageError(f"--impl {impl}: {problem}")
+    with usage_errors(RuntimeError, prefix=f"--impl {impl}: "):
+        check_ops(impl, device)
 
 
 # --- metric flags (``train --metric``, ``evaluate --metric``) ---------------------------------

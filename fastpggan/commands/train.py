@@ -21,6 +21,7 @@ import torch
 
 from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
 from fastpggan.commands.common import (
+    check_impl_flag,
     check_metric_setup,
     check_swd_resolution,
     check_writable,
@@ -31,7 +32,7 @@ from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
 from fastpggan.data import DataError, Source, load_data, open_source
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
-from fastpggan.ops import check_ops, describe_impl, impl_problem
+from fastpggan.ops import describe_impl
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed
@@ -62,7 +63,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     v = flag_values(args, TrainConfig)
     v["device"] = resolve_device(v["device"])
     v["compile"], v["compile_backend"] = _compile(v["compile"], v["compile_backend"], v["device"])
-    _check_impl(v["impl"], v["device"])
+    check_impl_flag(v["impl"], v["device"])
     v["metrics"] = _metrics(v)
     source = _source(v["data"], v["num_faces"])
     v["data"] = source.path or None
@@ -80,15 +81,6 @@ def _compile(flag: bool | None, backend: str, device: str) -> tuple[bool, str]:
     capability = torch.cuda.get_device_capability() if device == "cuda" else None
     with usage_errors():
         return resolve_compile(flag, backend, device, capability)
-
-
-def _check_impl(impl: str, device: str) -> None:
-    """``--impl`` can run on ``device``, and the ops' self-checks pass now, so that a failing one
-    stops ``--impl triton`` before any work."""
-    if (problem := impl_problem(impl, device)) is not None:
-        raise UsageError(f"--impl {impl}: {problem}")
-    with usage_errors(RuntimeError, prefix=f"--impl {impl}: "):
-        check_ops(impl, device)
 
 
 def _metrics(v: dict[str, Any]) -> list[str]:

@@ -114,6 +114,7 @@ class Trainer:
         self.progress = Progress.start(cfg)
         # Settings changed on resume: {field: [old, new]} (recorded in the resume event).
         self.resumed_changes: dict[str, list[Any]] = {}
+        self.resumed_at: int | None = None  # images seen when the checkpoint resumed from was written
         if resume is not None:
             self._load(resume)
         if self.collapse is not None:
@@ -153,6 +154,7 @@ class Trainer:
         self._apply_adam_settings()
         self.steps.load_state_dict(s.get("steps", {}))
         self.progress.load_state_dict(s["progress"])
+        self.resumed_at = self.progress.images
         self.progress.restart_intervals(self.cfg, self.resumed_changes)
         rng = s["rng"]
         torch.set_rng_state(rng["torch_cpu"])

@@ -361,8 +361,13 @@ class Run:
         last = latest_checkpoint(out) if self.dist.is_main else None
         self.log.record("event", images, event="non-finite losses", detail=what,
                         last_checkpoint=last.name if last else None)
-        then = (f"the last checkpoint, {last}, is finite: resume from it, e.g. with a lower --lr"
-                if last else "no checkpoint was written yet: start again with a lower --lr")
+        if last:
+            then = f"the last checkpoint, {last}, is finite: resume from it, e.g. with a lower --lr"
+        elif self.trainer.resumed_at is not None:  # a resume into a new folder: its checkpoint is elsewhere
+            then = (f"no checkpoint was written since this run resumed at {self.trainer.resumed_at / 1000:g} "
+                    "kimg: resume again from the checkpoint it started from, e.g. with a lower --lr")
+        else:
+            then = "no checkpoint was written yet: start again with a lower --lr"
         self.stop_message = (f"stopped: {what} between {images_ok / 1000:g} and {images / 1000:g} kimg; "
                              f"nothing was saved from them; {then}")
         return "diverged"
