@@ -465,3 +465,63 @@ def test_a_triton_trained_checkpoint_samples_on_a_cpu(ckpt, tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fastpggan generate: error: --impl triton: "), err
     assert not (tmp_path / "tri.png").exists()
+
+
+# --- places to write, checked before any work ----------------------------------------------------
+def _nothing_left(tmp_path: Path, *keep: str) -> None:
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_a_cache_dir_that_is_a_file_or_under_one_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for cache, says in ((tmp_path / "file", "exists and is not a folder"),
+                        (tmp_path / "file" / "sub", "is a file, not a folder")):
+        assert main([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--cache-dir" in err[0] and says in err[0], err
+    _nothing_left(tmp_path, "file")
+
+
+def test_a_read_only_out_or_cache_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class _ReadOnly:  # what statvfs says of a filesystem mounted read-only
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    monkeypatch.setattr(os, "statvfs", lambda p: _ReadOnly() if Path(p) == ro else real_statvfs(p))
+    for argv, flag in (([*RUN8, "--out", str(ro / "run")], "--out"),
+                       ([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(ro / "c")], "--cache-dir")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} " in err[0] and "not writable (a read-only filesystem on" in err[0], err
+    _nothing_left(tmp_path, "ro")
+    assert list(ro.iterdir()) == []
+
+
+def test_a_disk_full_at_the_start_leaves_no_lock_and_no_folder(tmp_path, capsys, monkeypatch):
+    def full(fd, data, offset):  # the lock's first write: the disk has no room
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    assert main([*RUN8, "--out", str(tmp_path / "a" / "b" / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot take the lock of run folder" in err[0] and "no space left" in err[0], err
+    _nothing_left(tmp_path)
+
+
+def test_a_cache_folder_that_refuses_writes_mid_build_is_one_line(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", refused)
+    cache = tmp_path / "cache"
+    assert main([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the image cache in" in err[0] and "Permission denied" in err[0], err
+    _nothing_left(tmp_path, "cache")
+    assert list(cache.iterdir()) == []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from fastpggan.console import printable
 from fastpggan.errors import UsageError, usage_errors
 from fastpggan.metrics.evaluate import METRICS
 from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
@@ -34,15 +35,29 @@ def check_flags(args: object, limits: dict[str, Limit]) -> None:
                 check_number(flag, value, limit)
 
 
-def check_writable(out: Path) -> None:
-    """``UsageError`` unless ``out`` is (or can be created as) a writable folder."""
+def check_writable(out: Path, flag: str = "--out") -> None:
+    """``UsageError`` naming ``flag`` unless ``out`` is (or can be created as) a writable folder:
+    not a file, no file where a folder of its path should be, and the nearest existing folder
+    writable (a read-only filesystem counts: ``access`` reports it)."""
+    shown = printable(str(out))
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+        raise UsageError(f"{flag} {shown!r} exists and is not a folder")
     probe = out
-    while not probe.exists():
+    while not os.path.lexists(probe) and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {str(out)!r} is not writable (no write permission on {str(probe)!r})")
+    if os.path.lexists(probe) and not probe.is_dir():
+        raise UsageError(f"{flag} {shown!r} is not writable: {printable(str(probe))!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        ro = _read_only(probe)
+        why = "a read-only filesystem" if ro else "no write permission"
+        raise UsageError(f"{flag} {shown!r} is not writable ({why} on {printable(str(probe))!r})")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_device(flag: str) -> str:

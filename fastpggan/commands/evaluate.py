@@ -127,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "diversity" in metrics and len(source) < 2:
         raise UsageError(f"diversity needs at least 2 real images; {source.describe()} holds {len(source)}")
     cache_dir = _cache_dir(args, ckpt, cfg.cache_dir)
-    check_writable(cache_dir)
+    check_writable(cache_dir, "--cache-dir")
 
     # The work: decode (or open the cached) reals, sample, measure.
     t0 = time.perf_counter()

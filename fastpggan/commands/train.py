@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
+from fastpggan.atomic import DiskFullError, clean_temp_files, is_disk_full, write_text_atomic
 from fastpggan.commands.common import (
     check_impl_flag,
     check_metric_setup,
@@ -68,6 +68,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     source = _source(v["data"], v["num_faces"])
     v["data"] = source.path or None
     v["out"] = _out(v["out"], source, v["resolution"])
+    if v["cache_dir"]:
+        check_writable(Path(v["cache_dir"]).expanduser(), "--cache-dir")
     v["cache_dir"] = v["cache_dir"] or str(Path(v["out"]) / "cache")
     v["progress"] = sys.stderr.isatty()
     cfg = TrainConfig(**v)
@@ -166,6 +168,8 @@ def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
             note = lock.acquire()
         except RunLocked as e:
             failure = str(e)
+        except OSError as e:  # a full disk, a read-only or vanished folder: RunLock left nothing
+            failure = f"cannot take the lock of run folder {printable(str(out))}: {_os_problem(e, out)}"
     if dist.enabled:
         flag = torch.tensor([1 if failure else 0], dtype=torch.uint8)
         if int(dist.all_gather_bytes(flag)[0][0]) and not failure:
@@ -173,6 +177,37 @@ def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
     if failure:
         raise UsageError(failure)
     return lock, note
+
+
+def _os_problem(e: OSError, where: Path) -> str:
+    """An ``OSError`` of writing in ``where`` in plain words, with the free space when full."""
+    if is_disk_full(e):
+        try:
+            free = f", {shutil.disk_usage(_existing(where)).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = ""
+        return f"no space left on the disk{free}; free space or choose another --out"
+    return f"{e.strerror or type(e).__name__} ({printable(str(e.filename or where))})"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _remove_created(out: Path, top: Path) -> None:
+    """Remove ``out`` and its parents up to ``top`` (the highest folder this run created) where
+    they are empty: a run that never started leaves no folder behind."""
+    p = out
+    while True:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top or p == p.parent:
+            return
+        p = p.parent
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -189,14 +224,22 @@ def run_train(args: argparse.Namespace) -> int:
             dist.check_batches(cfg.batch, cfg.resolution)
         out = Path(cfg.out)
         created = not out.exists()
-        lock, note = _lock(out, dist)
+        top = out  # the highest folder of out's path that this run creates
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        try:
+            lock, note = _lock(out, dist)
+        except UsageError:
+            if created and dist.is_main:
+                _remove_created(out, top)
+            raise
         try:
             return _train(args, cfg, dist, created, note)
         finally:
             if lock is not None:
                 lock.release()
-                if created and not any(out.iterdir()):  # a run that never started: no trace
-                    out.rmdir()
+                if created:  # a run that never started: no trace
+                    _remove_created(out, top)
     finally:
         dist.close()
 

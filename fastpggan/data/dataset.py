@@ -464,7 +464,12 @@ def load_data(
         data = _build(source, resolution, final, workers, progress)
     except OSError as e:
         if not is_disk_full(e):
-            raise
+            if final is None:
+                raise
+            # a read-only filesystem, a file where the cache folder should be, no permission:
+            # the cache folder cannot be used (the partial build is already removed)
+            raise DataError(f"cannot write the image cache in {printable(str(final.parent))!r}: "
+                            f"{e.strerror or type(e).__name__}; choose another --cache-dir") from None
         need = sum(len(source) * r * r * 3 for r in _levels(resolution))
         raise DiskFullError(final if final is not None else Path(key),
                             f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
