@@ -55,7 +55,7 @@ from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
 # Bump when decoding or the cache layout changes, so older caches are not reused.
-# 2: meta.json carries the arrays' rows, sizes and block checksums.
+# 2: meta.json carries the arrays' rows, sizes and block checksums; EXIF orientation applied.
 CACHE_VERSION = 2
 FACES = "faces"
 # A CRC-32 per this many bytes of each cache file: small enough that blocks are checked in
