@@ -525,3 +525,71 @@ def test_a_cache_folder_that_refuses_writes_mid_build_is_one_line(tmp_path, caps
     assert len(err) == 1 and "cannot write the image cache in" in err[0] and "Permission denied" in err[0], err
     _nothing_left(tmp_path, "cache")
     assert list(cache.iterdir()) == []
+
+
+# --- data reports that say what happened ---------------------------------------------------------
+def test_zip_members_of_one_name_after_the_first_are_skipped_and_counted(tmp_path):
+    import io
+    import warnings
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from fastpggan.data import load_data, open_source
+
+    def png(colour) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buf, "PNG")
+        return buf.getvalue()
+
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate names it writes
+        for i in range(10):
+            z.writestr("same.png", png((10 * i, 0, 0)))
+            z.writestr(f"other{i}.png", png((0, 10 * i, 0)))
+    source = open_source(str(path))
+    assert len(source) == 11 and source.duplicates == ("same.png",) * 9
+    data = load_data(source, 8)
+    assert data.count == 11
+    assert np.array_equal(data.levels[8][source.names.index("same.png")], np.zeros((8, 8, 3), np.uint8))  # the first
+    (warned,) = [line for line in data.report() if "zip members" in line]
+    assert warned.startswith("warning: skipped 9 zip members whose name an earlier member already has")
+    assert "same.png 10 times" in warned
+
+
+def test_too_few_images_get_one_warning(tmp_path, capsys):
+    assert main([*RUN8, "--out", str(tmp_path / "a"), "--num-faces", "4"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    (warned,) = [ln for ln in said if ln.startswith("warning: the data holds")]
+    assert warned.startswith("warning: the data holds 4 images, fewer than one minibatch at 4px (8)")
+    assert main([*RUN8, "--out", str(tmp_path / "b")]) == 0
+    said = capsys.readouterr().out
+    assert said.count("warning: the data holds only 32 images (under 1000)") == 1
+
+
+def test_an_unlistable_folder_is_called_a_folder_and_names_stay_on_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fastpggan.data import load_data, open_source
+
+    root = _image_folder(tmp_path / "data", 3)
+    (root / "locked").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "locked" / "x.png")
+    (root / "bad\nname.png").write_bytes(b"not an image")
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a folder without read permission does (root would read it anyway)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = load_data(open_source(str(root)), 8).report()
+    assert report[0].startswith("data: 3 images from")
+    assert report[1] == "warning: skipped 1 files that are not readable images (e.g. bad\\nname.png: " \
+        + report[1].split(": ", 2)[2]
+    assert report[2].startswith("warning: skipped 1 folder(s) that cannot be listed, with everything in "
+                                "them (e.g. locked: PermissionError: Permission denied)")
+    assert all("\n" not in line for line in report) and len(report) == 3

@@ -244,6 +244,22 @@ def run_train(args: argparse.Namespace) -> int:
         dist.close()
 
 
+# Under this many images a GAN mostly learns to reproduce them (the paper's data sets hold 30k
+# images and more; few-image GAN studies see the discriminator memorise sets of a few thousand).
+FEW_IMAGES = 1000
+
+
+def _few_images(count: int, first_batch: int) -> str | None:
+    """The one-line warning for a data set too small to train a GAN on, else ``None``."""
+    if count < first_batch:
+        return (f"warning: the data holds {count} images, fewer than one minibatch at 4px ({first_batch}): "
+                "every step shows some of them more than once")
+    if count < FEW_IMAGES:
+        return (f"warning: the data holds only {count} images (under {FEW_IMAGES}): a GAN learns to reproduce "
+                "so few rather than to vary them (the paper's data sets hold 30k and more)")
+    return None
+
+
 def _interrupt_preparation(signum: int, frame: Any) -> None:
     raise Interrupted(signum, "while preparing the run (reading the checkpoint, decoding the images)")
 
@@ -284,6 +300,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
+    if (few := _few_images(data.count, cfg.batch[4])) is not None:
+        echo(few)
     echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")

@@ -8,9 +8,11 @@ average of the one above, as the authors' dataset tool does). With a ``cache_dir
 times), memory-mapped on later runs so a restart does not decode again.
 
 Files that cannot be decoded are skipped, counted and reported once; so are links that point
-nowhere, link loops and entries that cannot be read (found while listing the folder), and
-images smaller than ``R`` (they are upscaled). Every name in a message is printable
-(:func:`fastpggan.console.printable`) whatever the terminal's encoding.
+nowhere, link loops and entries that cannot be read (found while listing the folder), folders
+that cannot be listed (reported as folders), members of a zip whose name an earlier member
+already has (the first of each name is used; ``zipfile`` alone would give the last), and
+images smaller than ``R`` (they are upscaled). Every name in a message is printable on one
+line (:func:`fastpggan.console.one_line`) whatever the terminal's encoding.
 
 Every cache carries a check of its contents, made when it is built: ``meta.json`` records each
 ``.npy`` file's size and a CRC-32 of every :data:`CHECK_BLOCK` bytes of it (header included).
@@ -50,7 +52,7 @@ import torch
 from PIL import Image
 
 from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
-from fastpggan.console import printable
+from fastpggan.console import one_line
 from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
@@ -79,7 +81,9 @@ class Source:
     ``names``: file names relative to ``path`` (folder/zip), sorted; for faces, ``count`` faces
     drawn from set ``seed``. ``broken``: ``(name, reason)`` of folder entries that could not be
     listed as files (links pointing nowhere, link loops, no permission), skipped and counted
-    with the unreadable files.
+    with the unreadable files. ``unlisted``: ``(name, reason)`` of folders that could not be
+    listed. ``duplicates``: names of zip members skipped because an earlier member has the
+    same name (once per skipped member).
     """
 
     kind: str
@@ -89,6 +93,8 @@ class Source:
     seed: int = 0
     _stamps: tuple = field(default=(), repr=False, compare=False)
     broken: tuple[tuple[str, str], ...] = ()
+    unlisted: tuple[tuple[str, str], ...] = ()
+    duplicates: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.count if self.kind == FACES else len(self.names)
@@ -108,6 +114,10 @@ class Source:
             h.update(json.dumps([name, stamp]).encode())
         for name, _ in self.broken:
             h.update(json.dumps(["broken", name]).encode())
+        for name, _ in self.unlisted:
+            h.update(json.dumps(["unlisted", name]).encode())
+        for name in self.duplicates:
+            h.update(json.dumps(["duplicate", name]).encode())
         return h.hexdigest()[:20]
 
     def identity(self) -> list:
@@ -135,12 +145,12 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
     if not p.exists():
         raise DataError(f"data path {data!r} does not exist")
     if p.is_dir():
-        found, broken = _walk_folder(p)
-        if not found and not broken:
-            raise DataError(f"data folder {printable(data)!r} holds no files")
+        found, broken, unlisted = _walk_folder(p)
+        if not found and not broken and not unlisted:
+            raise DataError(f"data folder {one_line(data)!r} holds no files")
         return Source(
             "folder", str(p.resolve()), tuple(n for n, _ in found),
-            _stamps=tuple(st for _, st in found), broken=tuple(broken),
+            _stamps=tuple(st for _, st in found), broken=tuple(broken), unlisted=tuple(unlisted),
         )
     if p.suffix.lower() == ".zip":
         try:
@@ -148,24 +158,31 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
                 infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(i.filename)]
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"data zip {data!r} cannot be read: {e}") from None
-        infos.sort(key=lambda i: i.filename)
+        infos.sort(key=lambda i: i.filename)  # stable: members of one name keep the archive's order
         if not infos:
             raise DataError(f"data zip {data!r} holds no files")
+        first = [i for k, i in enumerate(infos) if k == 0 or i.filename != infos[k - 1].filename]
+        duplicates = tuple(i.filename for k, i in enumerate(infos) if k and i.filename == infos[k - 1].filename)
         return Source(
             "zip",
             str(p.resolve()),
-            tuple(i.filename for i in infos),
-            _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in infos),
+            tuple(i.filename for i in first),
+            _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in first),
+            duplicates=duplicates,
         )
     raise DataError(f"data path {data!r} is neither a folder nor a .zip file")
 
 
-def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tuple[str, str]]]:
+def _walk_folder(
+    top: Path,
+) -> tuple[list[tuple[str, tuple[int, int]]], list[tuple[str, str]], list[tuple[str, str]]]:
     """Files under ``top`` (links followed, hidden entries skipped), sorted by name, each with
-    ``(size, mtime_ns)``; and the entries that are not usable files, with the reason. A folder
-    reached twice (a link loop, or two links to one folder) is listed once."""
+    ``(size, mtime_ns)``; the entries that are not usable files, with the reason; and the
+    folders that cannot be listed, with the reason. A folder reached twice (a link loop, or
+    two links to one folder) is listed once."""
     found: list[tuple[str, tuple[int, int]]] = []
     broken: list[tuple[str, str]] = []
+    unlisted: list[tuple[str, str]] = []
     seen: set[tuple[int, int]] = set()
     # Breadth first, real folders before links to folders: a folder reached twice keeps the
     # name of its shortest, real path.
@@ -181,7 +198,7 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
             seen.add(key)
             entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
         except OSError as e:
-            broken.append((rel or ".", _os_reason(e)))
+            unlisted.append((rel or ".", _os_reason(e)))
             continue
         for entry in entries:
             if entry.name.startswith(".") or entry.name == "__MACOSX":
@@ -200,7 +217,8 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
                 broken.append((name, "not a regular file"))
     found.sort()
     broken.sort()
-    return found, broken
+    unlisted.sort()
+    return found, broken, unlisted
 
 
 def _os_reason(e: OSError) -> str:
@@ -217,6 +235,7 @@ class _Reader:
     def __init__(self, source: Source) -> None:
         self.source = source
         self._zip: zipfile.ZipFile | None = None
+        self._first: dict[str, zipfile.ZipInfo] = {}  # each name's first member
         self._pid = -1
 
     def read(self, i: int) -> bytes:
@@ -225,7 +244,10 @@ class _Reader:
             if self._zip is None or self._pid != os.getpid():
                 self._zip = zipfile.ZipFile(self.source.path)
                 self._pid = os.getpid()
-            return self._zip.read(name)
+                self._first = {}
+                for info in self._zip.infolist():
+                    self._first.setdefault(info.filename, info)
+            return self._zip.read(self._first[name])
         with open(os.path.join(self.source.path, name), "rb") as f:
             return f.read()
 
@@ -284,6 +306,8 @@ class ImageData:
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
     small: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. superseded caches removed
+    unlisted: int = 0  # folders that could not be listed (their files are not counted)
+    unlisted_examples: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -291,10 +315,19 @@ class ImageData:
 
     def report(self) -> list[str]:
         """The lines to show once: what was loaded, what was skipped, what was too small."""
-        lines = [f"data: {self.count} images from {printable(self.source.describe())} at {self.resolution}px"]
+        lines = [f"data: {self.count} images from {one_line(self.source.describe())} at {self.resolution}px"]
         if self.skipped:
-            ex = "; ".join(f"{printable(n)}: {printable(r)}" for n, r in self.skipped_examples)
+            ex = "; ".join(f"{one_line(n)}: {one_line(r)}" for n, r in self.skipped_examples)
             lines.append(f"warning: skipped {self.skipped} files that are not readable images (e.g. {ex})")
+        if self.unlisted:
+            ex = "; ".join(f"{one_line(n)}: {one_line(r)}" for n, r in self.unlisted_examples)
+            lines.append(f"warning: skipped {self.unlisted} folder(s) that cannot be listed, with "
+                         f"everything in them (e.g. {ex})")
+        if self.source.duplicates:
+            names = collections.Counter(self.source.duplicates)
+            ex = "; ".join(f"{one_line(n)} {k + 1} times" for n, k in names.most_common(3))
+            lines.append(f"warning: skipped {len(self.source.duplicates)} zip members whose name an "
+                         f"earlier member already has (only the first of each name is used; e.g. {ex})")
         if self.small:
             lines.append(
                 f"warning: {self.small} images are smaller than {self.resolution}px and were upscaled"
@@ -452,12 +485,12 @@ def load_data(
         try:
             return _open_cache(source, resolution, final)
         except CacheDamaged as e:
-            damaged = f"the image cache {printable(str(final))} is damaged ({printable(str(e))})"
+            damaged = f"the image cache {one_line(str(final))} is damaged ({one_line(str(e))})"
     if source.kind != FACES and count_image_headers(source) == 0:
         if damaged:  # the data that could rebuild the cache is gone too
             raise DataError(f"{damaged}, and it cannot be rebuilt: data path "
-                            f"{printable(source.path)!r} holds no readable images now")
-        raise DataError(f"data path {printable(source.path)!r} holds no readable images")
+                            f"{one_line(source.path)!r} holds no readable images now")
+        raise DataError(f"data path {one_line(source.path)!r} holds no readable images")
     if damaged:
         shutil.rmtree(final, ignore_errors=True)  # the rebuilt cache takes its name
     try:
@@ -468,20 +501,20 @@ def load_data(
                 raise
             # a read-only filesystem, a file where the cache folder should be, no permission:
             # the cache folder cannot be used (the partial build is already removed)
-            raise DataError(f"cannot write the image cache in {printable(str(final.parent))!r}: "
+            raise DataError(f"cannot write the image cache in {one_line(str(final.parent))!r}: "
                             f"{e.strerror or type(e).__name__}; choose another --cache-dir") from None
         need = sum(len(source) * r * r * 3 for r in _levels(resolution))
         raise DiskFullError(final if final is not None else Path(key),
                             f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
     if damaged:
-        data.notes.append(f"warning: {damaged}; rebuilt it from {printable(source.describe())}")
+        data.notes.append(f"warning: {damaged}; rebuilt it from {one_line(source.describe())}")
     if final is not None:
         gone = _remove_superseded(source, resolution, final)
         if gone:
             mib = sum(size for _, size in gone) / 2**20
             data.notes.append(
                 f"note: removed {len(gone)} superseded cache folder(s) of this data in "
-                f"{printable(str(final.parent))} ({mib:.0f} MiB; the files changed since they were built)"
+                f"{one_line(str(final.parent))} ({mib:.0f} MiB; the files changed since they were built)"
             )
     return data
 
@@ -511,12 +544,13 @@ def _build(
         )
         good = small = 0
         skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
-        examples: list[tuple[str, str]] = [(printable(nm), r) for nm, r in source.broken[:3]]
+        examples: list[tuple[str, str]] = [(one_line(nm), r) for nm, r in source.broken[:3]]
+        unlisted = [(one_line(nm), r) for nm, r in source.unlisted[:3]]
         for done, (i, a, is_small, err) in enumerate(loader, 1):
             if a is None:
                 skipped += 1
                 if len(examples) < 3:
-                    examples.append((printable(source.names[i]), printable(err)))
+                    examples.append((one_line(source.names[i]), one_line(err)))
             else:
                 small += is_small
                 for r in _levels(resolution):
@@ -526,12 +560,14 @@ def _build(
             if progress is not None:
                 progress(done, n)
         if good == 0:
-            raise DataError(f"data path {printable(source.describe())!r} holds no readable images")
+            raise DataError(f"data path {one_line(source.describe())!r} holds no readable images")
         meta = {"count": good, "rows": n, "skipped": skipped, "skipped_examples": examples, "small": small,
+                "unlisted": len(source.unlisted), "unlisted_examples": unlisted,
                 "source": source.identity(), "resolution": resolution}
         if final is None:
             levels = {r: a[:good] for r, a in arrays.items()}
-            return ImageData(source, resolution, levels, skipped, examples, small)
+            return ImageData(source, resolution, levels, skipped, examples, small,
+                             unlisted=len(source.unlisted), unlisted_examples=unlisted)
         for a in arrays.values():
             a.flush()
         del arrays
@@ -561,4 +597,6 @@ def _open_cache(source: Source, resolution: int, folder: Path, contents: bool = 
         r: np.load(folder / f"res{r}.npy", mmap_mode="r")[: meta["count"]] for r in _levels(resolution)
     }
     examples = [tuple(e) for e in meta["skipped_examples"]]
-    return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"])
+    return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"],
+                     unlisted=int(meta.get("unlisted", 0)),
+                     unlisted_examples=[tuple(e) for e in meta.get("unlisted_examples", [])])
