@@ -593,3 +593,34 @@ def test_an_unlistable_folder_is_called_a_folder_and_names_stay_on_one_line(tmp_
     assert report[2].startswith("warning: skipped 1 folder(s) that cannot be listed, with everything in "
                                 "them (e.g. locked: PermissionError: Permission denied)")
     assert all("\n" not in line for line in report) and len(report) == 3
+
+
+# --- smaller things ----------------------------------------------------------------------------------
+def test_resume_with_a_folder_says_so_and_names_resume_auto(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*RUN8, "--out", str(tmp_path / "other"), "--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder, not a checkpoint file" in err[0], err
+    assert f"--resume auto --out {out}" in err[0] and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("spec", ["8:16,8:32", "16,4:8,4:8"])
+def test_a_resolution_given_twice_in_batch_is_refused(tmp_path, capsys, spec):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out), "--batch", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    px = "8px" if spec.startswith("8:") else "4px"
+    assert len(err) == 1 and f"--batch gives {px} more than once" in err[0], err
+    assert not out.exists()
+
+
+def test_an_average_slower_than_the_run_gets_one_warning(tmp_path, capsys):
+    # RUN8: 24 images at batch 8 = 3 steps; beta 0.5 averages over 2 steps, 0.9 over 10
+    assert main([*RUN8, "--out", str(tmp_path / "a"), "--ema-beta", "0.5"]) == 0
+    assert "--ema-beta" not in capsys.readouterr().out
+    assert main([*RUN8, "--out", str(tmp_path / "b"), "--ema-beta", "0.9"]) == 0
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "--ema-beta" in ln]
+    assert len(said) == 1 and said[0].startswith("warning: --ema-beta 0.9 averages the generator over about 10 steps")
+    assert "more than the 3 steps of the whole run" in said[0]

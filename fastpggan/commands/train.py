@@ -126,6 +126,11 @@ def _check_resume_flag(resume: str | None, out: Path) -> None:
             f"--out {str(out)!r} already holds a run: pass --resume auto to continue it, "
             "or choose another --out"
         )
+    if resume not in (None, "auto") and Path(resume).is_dir():
+        raise UsageError(
+            f"--resume {printable(resume)!r} is a folder, not a checkpoint file: to continue the "
+            f"newest checkpoint of a run folder pass --resume auto --out {printable(resume)}"
+        )
     if resume not in (None, "auto") and not Path(resume).is_file():
         raise UsageError(f"checkpoint {printable(resume)!r} does not exist")
 
@@ -260,6 +265,21 @@ def _few_images(count: int, first_batch: int) -> str | None:
     return None
 
 
+def _slow_average(cfg: TrainConfig) -> str | None:
+    """The one-line warning when ``--ema-beta`` averages G over more steps than the whole run
+    takes, so ``G_ema`` (the samples) never moves far from the initial weights. The average is
+    updated once per step (``G_ema <- beta G_ema + (1 - beta) G``): its time constant is
+    ``1 / (1 - beta)`` steps."""
+    schedule = cfg.schedule()
+    steps = sum(-(-(p.end - p.start) // cfg.batch[p.res]) for p in schedule.phases)
+    tau = 1.0 / (1.0 - cfg.ema_beta)
+    if tau <= steps:
+        return None
+    return (f"warning: --ema-beta {cfg.ema_beta} averages the generator over about {tau:.3g} steps "
+            f"(1 / (1 - beta)), more than the {steps} steps of the whole run: the samples will stay "
+            "close to the initial weights; lower it (default 0.999)")
+
+
 def _interrupt_preparation(signum: int, frame: Any) -> None:
     raise Interrupted(signum, "while preparing the run (reading the checkpoint, decoding the images)")
 
@@ -302,6 +322,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(line)
     if (few := _few_images(data.count, cfg.batch[4])) is not None:
         echo(few)
+    if (slow := _slow_average(cfg)) is not None:
+        echo(slow)
     echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
