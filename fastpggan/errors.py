@@ -30,11 +30,12 @@ class Interrupted(BaseException):
     nothing of the run was kept; printed as one line, exit code ``128 + signum``. A
     ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` swallows it."""
 
-    def __init__(self, signum: int, during: str = "before training started") -> None:
+    def __init__(self, signum: int) -> None:
         self.signum = signum
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} {during}; nothing of this run was kept: run the "
-                         "same command again to start it")
+        super().__init__(f"stopped by {name} before training started (while reading the checkpoint "
+                         "or decoding the images); no checkpoint was written: run the same command "
+                         "again to start")
 
 
 class RunStopped(RuntimeError):

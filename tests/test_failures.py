@@ -305,7 +305,7 @@ def test_sighup_to_a_training_process_writes_a_checkpoint(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         for line in proc.stdout:
-            if line.startswith("training "):
+            if line.startswith("4px from "):  # the first phase has begun: training is under way
                 break
         proc.send_signal(signal.SIGHUP)  # the terminal closed: an SSH session ended
         rest, err = proc.communicate(timeout=120)
@@ -334,7 +334,7 @@ def test_sigterm_while_caching_the_images_is_one_line_and_leaves_nothing(tmp_pat
     out, cache = tmp_path / "run", tmp_path / "cache"
     assert main([*RUN8, "--out", str(out), "--cache-dir", str(cache)]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stopped by SIGTERM while preparing the run" in err[0], err
+    assert len(err) == 1 and "stopped by SIGTERM before training started" in err[0], err
     assert len(calls) < 32 and not out.exists() and list(cache.iterdir()) == []
 
 

@@ -232,19 +232,23 @@ def run_train(args: argparse.Namespace) -> int:
         top = out  # the highest folder of out's path that this run creates
         while not top.parent.exists() and top.parent != top:
             top = top.parent
-        try:
-            lock, note = _lock(out, dist)
-        except UsageError:
-            if created and dist.is_main:
-                _remove_created(out, top)
-            raise
-        try:
-            return _train(args, cfg, dist, created, note)
-        finally:
-            if lock is not None:
-                lock.release()
-                if created:  # a run that never started: no trace
+        # A stop signal before training starts (the images are decoded: minutes on a large
+        # folder) ends the command with one line (Interrupted); the cache build removes its
+        # partial folder on the way out. Training installs its own handlers (a checkpoint).
+        with stop_signals(_interrupt_preparation):
+            try:
+                lock, note = _lock(out, dist)
+            except UsageError:
+                if created and dist.is_main:
                     _remove_created(out, top)
+                raise
+            try:
+                return _train(args, cfg, dist, created, note)
+            finally:
+                if lock is not None:
+                    lock.release()
+                    if created:  # a run that never started: no trace
+                        _remove_created(out, top)
     finally:
         dist.close()
 
@@ -281,7 +285,7 @@ def _slow_average(cfg: TrainConfig) -> str | None:
 
 
 def _interrupt_preparation(signum: int, frame: Any) -> None:
-    raise Interrupted(signum, "while preparing the run (reading the checkpoint, decoding the images)")
+    raise Interrupted(signum)
 
 
 def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, created: bool, note: str | None) -> int:
@@ -296,15 +300,12 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         if removed:
             echo(f"note: removed {len(removed)} leftover temp files of interrupted writes in {printable(str(out))}")
     try:
-        # A stop signal while the images are decoded (minutes on a large folder) ends the
-        # command with one line; the cache build removes its partial folder on the way out.
-        with stop_signals(_interrupt_preparation):
-            state, path, damaged = pick_checkpoint(args, cfg)
-            source = open_source(cfg.data, cfg.num_faces)
-            if not dist.is_main:
-                dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
-            with usage_errors(DataError):
-                data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
+        state, path, damaged = pick_checkpoint(args, cfg)
+        source = open_source(cfg.data, cfg.num_faces)
+        if not dist.is_main:
+            dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
+        with usage_errors(DataError):
+            data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
     except (UsageError, DiskFullError, Interrupted):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
