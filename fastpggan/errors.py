@@ -72,3 +72,31 @@ def stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+
+def ignore_stop_signals(*_: object) -> None:
+    """A helper process's (DataLoader worker's) ``worker_init_fn``: the stop signals are the
+    main process's to act on. A signal sent to the whole process group (Ctrl-C, a closed
+    terminal, a scheduler ending the job) then stops the run once, with its one line, instead
+    of also killing each worker (which the main process reports with a traceback of its own);
+    the main process shuts the workers down as it stops. Start the workers under
+    :func:`stop_signals_blocked`, so that none arrives before this has run."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Hold the stop signals back while the block runs (they are delivered when it ends): for
+    starting helper processes, which inherit the mask and so cannot be killed by one before
+    :func:`ignore_stop_signals` runs in them."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -624,3 +624,37 @@ def test_an_average_slower_than_the_run_gets_one_warning(tmp_path, capsys):
     said = [ln for ln in capsys.readouterr().out.splitlines() if "--ema-beta" in ln]
     assert len(said) == 1 and said[0].startswith("warning: --ema-beta 0.9 averages the generator over about 10 steps")
     assert "more than the 3 steps of the whole run" in said[0]
+
+
+def test_sigterm_to_the_whole_job_while_workers_decode_is_one_line(tmp_path):
+    import signal
+
+    code = textwrap.dedent("""
+        import sys, time
+        from fastpggan.data import dataset
+        real = dataset._Decode.__getitem__
+        def slow(self, i):  # decoding that takes a while, in the worker processes
+            if i == 0:
+                print("decoding", flush=True)
+            time.sleep(0.05)
+            return real(self, i)
+        dataset._Decode.__getitem__ = slow
+        from fastpggan.__main__ import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [*RUN8, "--num-faces", "400", "--workers", "2", "--out", str(out)]
+    # a session of its own: the signal goes to its process group, as a scheduler sends it to a job
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "decoding"
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stopped by SIGTERM before training started" in lines[0], err[-2000:]
+    assert not out.exists()

@@ -53,6 +53,7 @@ from PIL import Image
 
 from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
 from fastpggan.console import one_line
+from fastpggan.errors import ignore_stop_signals, stop_signals_blocked
 from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
@@ -540,13 +541,16 @@ def _build(
         else:
             arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
         loader = torch.utils.data.DataLoader(
-            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
+            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity,
+            worker_init_fn=ignore_stop_signals,
         )
         good = small = 0
         skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
         examples: list[tuple[str, str]] = [(one_line(nm), r) for nm, r in source.broken[:3]]
         unlisted = [(one_line(nm), r) for nm, r in source.unlisted[:3]]
-        for done, (i, a, is_small, err) in enumerate(loader, 1):
+        with stop_signals_blocked():  # the workers start ignoring them (ignore_stop_signals)
+            decoded = iter(loader)
+        for done, (i, a, is_small, err) in enumerate(decoded, 1):
             if a is None:
                 skipped += 1
                 if len(examples) < 3:
