@@ -437,7 +437,9 @@ def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = Tr
     try:
         meta = json.loads((folder / "meta.json").read_text())
         rows, count, checks = int(meta["rows"]), int(meta["count"]), meta["checks"]
-        meta["skipped"], meta["skipped_examples"], meta["small"]  # noqa: B018 (all present)
+        missing = [k for k in ("skipped", "skipped_examples", "small") if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CacheDamaged(f"meta.json cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
     if not 0 < count <= rows:
