@@ -18,7 +18,7 @@ from fastpggan.commands.generate import add_generate_arguments, run_generate
 from fastpggan.commands.train import add_train_arguments, run_train
 from fastpggan.console import printable, safe_streams
 from fastpggan.data import DataError
-from fastpggan.errors import RunStopped, UsageError
+from fastpggan.errors import Interrupted, RunStopped, UsageError
 from fastpggan.training.checkpoint import CheckpointError
 
 
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DiskFullError, RunStopped) as e:
         print(f"fastpggan {args.command}: error: {printable(str(e))}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"fastpggan {args.command}: {printable(str(e))}", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":

@@ -294,3 +294,42 @@ def test_reals_are_drawn_epoch_by_epoch_without_replacement(n, batch):
 def test_epoch_draws_need_images():
     with pytest.raises(ValueError, match="at least one image"):
         EpochDraws(0, 0)
+
+
+# --- EXIF orientation ---------------------------------------------------------------------------
+def _stored_as(upright: np.ndarray, orientation: int) -> np.ndarray:
+    """How a camera stores ``upright`` [H, W, 3] when it tags it with EXIF ``orientation``: the
+    tag says where the stored row 0 and column 0 belong (TIFF/EXIF 2.3, tag 0x0112)."""
+    u = upright
+    return {
+        1: u,                        # row 0 top, column 0 left
+        2: u[:, ::-1],               # top, right
+        3: u[::-1, ::-1],            # bottom, right
+        4: u[::-1],                  # bottom, left
+        5: u.transpose(1, 0, 2),     # left, top
+        6: np.rot90(u, 1),           # right, top (the phone held upright, the usual case)
+        7: u[::-1, ::-1].transpose(1, 0, 2),  # right, bottom
+        8: np.rot90(u, -1),          # left, bottom
+    }[orientation]
+
+
+def test_every_exif_orientation_is_decoded_upright(tmp_path):
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # no symmetry: any wrong turn shows
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for o in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = o
+        img = Image.fromarray(np.ascontiguousarray(_stored_as(upright, o)))
+        img.save(folder / f"o{o}.png", exif=exif.tobytes())
+        assert np.array_equal(np.asarray(open_image((folder / f"o{o}.png").read_bytes())), upright), o
+    data = load_data(open_source(str(folder)), 8)
+    assert data.count == 8 and all(np.array_equal(data.levels[8][i], upright) for i in range(8))
+    # a rotated photo that is not square: the crop is taken from the upright image
+    tall = rng.integers(0, 256, (12, 8, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    png = _png_bytes(Image.fromarray(np.ascontiguousarray(_stored_as(tall, 6))), "PNG", exif=exif.tobytes())
+    assert open_image(png).size == (8, 12)
+    assert np.array_equal(to_square_array(open_image(png), 8), tall[2:10])

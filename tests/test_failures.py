@@ -266,3 +266,395 @@ def test_disk_full_while_caching_the_data_exits_1_and_leaves_no_run(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full: could not write the image cache" in err[0]
     assert not out.exists()
+
+
+# --- stop signals ------------------------------------------------------------------------------
+@pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"])
+def test_every_stop_signal_checkpoints_like_sigterm(tmp_path, capsys, monkeypatch, signame):
+    import signal
+
+    import fastpggan.training.run as run
+
+    sig = getattr(signal, signame)
+    before = signal.getsignal(sig)
+    real_ema, sent = run.ema_update, []
+
+    def ema_then_signal(*a):  # a real signal to this process, during the first step
+        real_ema(*a)
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(run, "ema_update", ema_then_signal)
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 128 + sig
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "stopped by" in ln]
+    assert len(said) == 1 and said[0].startswith(f"stopped by {signame}: checkpoint ")
+    (ckpt,) = list_checkpoints(out)
+    assert load_checkpoint(ckpt)["progress"]["step"] == 1
+    assert _events(out, f"stopped by {signame}") and not (out / ".lock").exists()
+    assert signal.getsignal(sig) == before  # handlers restored
+
+
+def test_sighup_to_a_training_process_writes_a_checkpoint(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *RUN8[1:], "--total-kimg", "100", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("4px from "):  # the first phase has begun: training is under way
+                break
+        proc.send_signal(signal.SIGHUP)  # the terminal closed: an SSH session ended
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGHUP, err[-2000:]
+    assert rest.count("stopped by SIGHUP: checkpoint ") == 1 and not err.strip()
+    (ckpt,) = list_checkpoints(out)
+    assert load_checkpoint(ckpt)["progress"]["images"] > 0 and not (out / ".lock").exists()
+
+
+def test_sigterm_while_caching_the_images_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from fastpggan.data import dataset
+
+    real_item, calls = dataset._Decode.__getitem__, []
+
+    def item_then_signal(self, i):
+        calls.append(i)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_item(self, i)
+
+    monkeypatch.setattr(dataset._Decode, "__getitem__", item_then_signal)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main([*RUN8, "--out", str(out), "--cache-dir", str(cache)]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped by SIGTERM before training started" in err[0], err
+    assert len(calls) < 32 and not out.exists() and list(cache.iterdir()) == []
+
+
+# --- the decoded-image cache is checked --------------------------------------------------------
+def _image_folder(folder: Path, n: int = 6) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.new("RGB", (8, 8), (30 * i, 255 - 30 * i, 7 * i)).save(folder / f"im{i}.png")
+    return folder
+
+
+def _damage(path: Path, how: str) -> None:
+    size = path.stat().st_size
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+    elif how == "zero-filled":
+        path.write_bytes(bytes(size))
+    else:  # the pixels zeroed, the .npy header intact
+        arr = __import__("numpy").load(path, mmap_mode="r+")
+        arr[:] = 0
+        arr.flush()
+        del arr
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero-filled", "pixels zeroed"])
+def test_a_damaged_image_cache_is_rebuilt_from_the_data_with_one_line(tmp_path, how):
+    import numpy as np
+
+    from fastpggan.data import load_data, open_source
+
+    source = open_source(str(_image_folder(tmp_path / "data")))
+    cache = tmp_path / "cache"
+    first = load_data(source, 8, cache)
+    want = {r: np.array(a) for r, a in first.levels.items()}
+    assert not [n for n in first.report() if "is damaged (" in n]
+    (folder,) = cache.iterdir()
+    _damage(folder / "res8.npy", how)
+    again = load_data(source, 8, cache)
+    warned = [line for line in again.report() if "is damaged (" in line]
+    assert len(warned) == 1 and "res8.npy" in warned[0] and "rebuilt it from" in warned[0], warned
+    assert all(np.array_equal(again.levels[r], want[r]) for r in want)  # the real pixels again
+    assert [line for line in load_data(source, 8, cache).report() if "is damaged (" in line] == []
+
+
+def test_a_damaged_cache_whose_data_is_gone_is_refused_and_resume_never_trains_on_it(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", 8)
+    out = tmp_path / "run"
+    args = [*RUN8, "--data", str(data), "--out", str(out)]
+    assert main(args) == 0
+    (cached,) = (out / "cache").iterdir()
+    _damage(cached / "res4.npy", "pixels zeroed")
+    ckpts = list_checkpoints(out)
+    for p in data.iterdir():  # the images replaced in place: same names, sizes and dates
+        st = p.stat()
+        p.write_bytes(b"\0" * st.st_size)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    capsys.readouterr()
+    assert main([*args, "--total-kimg", "0.04", "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "res4.npy's contents do not match their checksum" in err[0], err
+    assert "cannot be rebuilt" in err[0] and list_checkpoints(out) == ckpts
+
+
+# --- checkpoints usable where they should be -------------------------------------------------------
+def test_non_finite_weights_are_refused_by_every_command(ckpt, tmp_path, capsys):
+    from fastpggan.training.checkpoint import CHECKSUM, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    del state[CHECKSUM]
+    next(iter(state["G_ema"].values())).fill_(float("nan"))
+    bad = save_checkpoint(state, tmp_path / "nan.pt")  # a valid checksum over NaN weights
+    for argv in (["generate", "--ckpt", str(bad), "--out", str(tmp_path / "s.png")],
+                 ["evaluate", "--ckpt", str(bad), "--metric", "diversity"],
+                 ["export", "--ckpt", str(bad), "--out", str(tmp_path / "g.pt2")],
+                 [*RUN8, "--out", str(tmp_path / "run2"), "--total-kimg", "0.04", "--resume", str(bad)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds non-finite weights (NaN or inf in G_ema." in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt"]
+
+
+def test_non_finite_losses_after_a_resume_into_a_new_folder_name_the_resumed_checkpoint(ckpt, tmp_path, capsys,
+                                                                                       monkeypatch):
+    from fastpggan.training.steps import TrainSteps
+
+    real_g_step = TrainSteps.g_step
+
+    def diverging(self, *a, **k):
+        with torch.no_grad():
+            next(self.G.parameters()).fill_(float("nan"))
+        return real_g_step(self, *a, **k)
+
+    monkeypatch.setattr(TrainSteps, "g_step", diverging)
+    out = tmp_path / "run2"
+    argv = [*RUN8, "--out", str(out), "--total-kimg", "0.104", "--log-kimg", "0.008", "--resume", str(ckpt)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite losses" in err[0] and "no checkpoint was written yet" not in err[0]
+    assert "since this run resumed at 0.024 kimg: resume again from the checkpoint it started from" in err[0]
+
+
+def test_a_triton_trained_checkpoint_samples_on_a_cpu(ckpt, tmp_path):
+    from fastpggan.training.checkpoint import CHECKSUM, save_checkpoint
+
+    state = load_checkpoint(ckpt)
+    del state[CHECKSUM]
+    state["config"]["impl"] = "triton"  # as a GPU run records it
+    tri = save_checkpoint(state, tmp_path / "triton.pt")
+    code = textwrap.dedent("""
+        import sys
+        from fastpggan.__main__ import main
+        tri, out = sys.argv[1], sys.argv[2]
+        print("auto", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/auto.png"]))
+        print("reference", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/ref.png", "--impl", "reference"]))
+        print("triton", main(["generate", "--ckpt", tri, "--n", "4", "--out", out + "/tri.png", "--impl", "triton"]))
+    """)
+    # Triton's CPU interpreter off: on this machine the kernels cannot run, as on any CPU-only one
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-c", code, str(tri), str(tmp_path)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    codes = [line for line in r.stdout.splitlines() if not line.startswith("wrote ")]
+    assert codes == ["auto 0", "reference 0", "triton 2"], r.stdout + r.stderr[-2000:]
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "ref.png").read_bytes()
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastpggan generate: error: --impl triton: "), err
+    assert not (tmp_path / "tri.png").exists()
+
+
+# --- places to write, checked before any work ----------------------------------------------------
+def _nothing_left(tmp_path: Path, *keep: str) -> None:
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_a_cache_dir_that_is_a_file_or_under_one_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for cache, says in ((tmp_path / "file", "exists and is not a folder"),
+                        (tmp_path / "file" / "sub", "is a file, not a folder")):
+        assert main([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--cache-dir" in err[0] and says in err[0], err
+    _nothing_left(tmp_path, "file")
+
+
+def test_a_read_only_out_or_cache_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+
+    class _ReadOnly:  # what statvfs says of a filesystem mounted read-only
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    monkeypatch.setattr(os, "statvfs", lambda p: _ReadOnly() if Path(p) == ro else real_statvfs(p))
+    for argv, flag in (([*RUN8, "--out", str(ro / "run")], "--out"),
+                       ([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(ro / "c")], "--cache-dir")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} " in err[0] and "not writable (a read-only filesystem on" in err[0], err
+    _nothing_left(tmp_path, "ro")
+    assert list(ro.iterdir()) == []
+
+
+def test_a_disk_full_at_the_start_leaves_no_lock_and_no_folder(tmp_path, capsys, monkeypatch):
+    def full(fd, data, offset):  # the lock's first write: the disk has no room
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    assert main([*RUN8, "--out", str(tmp_path / "a" / "b" / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot take the lock of run folder" in err[0] and "no space left" in err[0], err
+    _nothing_left(tmp_path)
+
+
+def test_a_cache_folder_that_refuses_writes_mid_build_is_one_line(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", refused)
+    cache = tmp_path / "cache"
+    assert main([*RUN8, "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the image cache in" in err[0] and "Permission denied" in err[0], err
+    _nothing_left(tmp_path, "cache")
+    assert list(cache.iterdir()) == []
+
+
+# --- data reports that say what happened ---------------------------------------------------------
+def test_zip_members_of_one_name_after_the_first_are_skipped_and_counted(tmp_path):
+    import io
+    import warnings
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from fastpggan.data import load_data, open_source
+
+    def png(colour) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(buf, "PNG")
+        return buf.getvalue()
+
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate names it writes
+        for i in range(10):
+            z.writestr("same.png", png((10 * i, 0, 0)))
+            z.writestr(f"other{i}.png", png((0, 10 * i, 0)))
+    source = open_source(str(path))
+    assert len(source) == 11 and source.duplicates == ("same.png",) * 9
+    data = load_data(source, 8)
+    assert data.count == 11
+    assert np.array_equal(data.levels[8][source.names.index("same.png")], np.zeros((8, 8, 3), np.uint8))  # the first
+    (warned,) = [line for line in data.report() if "zip members" in line]
+    assert warned.startswith("warning: skipped 9 zip members whose name an earlier member already has")
+    assert "same.png 10 times" in warned
+
+
+def test_too_few_images_get_one_warning(tmp_path, capsys):
+    assert main([*RUN8, "--out", str(tmp_path / "a"), "--num-faces", "4"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    (warned,) = [ln for ln in said if ln.startswith("warning: the data holds")]
+    assert warned.startswith("warning: the data holds 4 images, fewer than one minibatch at 4px (8)")
+    assert main([*RUN8, "--out", str(tmp_path / "b")]) == 0
+    said = capsys.readouterr().out
+    assert said.count("warning: the data holds only 32 images (under 1000)") == 1
+
+
+def test_an_unlistable_folder_is_called_a_folder_and_names_stay_on_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fastpggan.data import load_data, open_source
+
+    root = _image_folder(tmp_path / "data", 3)
+    (root / "locked").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "locked" / "x.png")
+    (root / "bad\nname.png").write_bytes(b"not an image")
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a folder without read permission does (root would read it anyway)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = load_data(open_source(str(root)), 8).report()
+    assert report[0].startswith("data: 3 images from")
+    assert report[1] == "warning: skipped 1 files that are not readable images (e.g. bad\\nname.png: " \
+        + report[1].split(": ", 2)[2]
+    assert report[2].startswith("warning: skipped 1 folder(s) that cannot be listed, with everything in "
+                                "them (e.g. locked: PermissionError: Permission denied)")
+    assert all("\n" not in line for line in report) and len(report) == 3
+
+
+# --- smaller things ----------------------------------------------------------------------------------
+def test_resume_with_a_folder_says_so_and_names_resume_auto(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*RUN8, "--out", str(tmp_path / "other"), "--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder, not a checkpoint file" in err[0], err
+    assert f"--resume auto --out {out}" in err[0] and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("spec", ["8:16,8:32", "16,4:8,4:8"])
+def test_a_resolution_given_twice_in_batch_is_refused(tmp_path, capsys, spec):
+    out = tmp_path / "run"
+    assert main([*RUN8, "--out", str(out), "--batch", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    px = "8px" if spec.startswith("8:") else "4px"
+    assert len(err) == 1 and f"--batch gives {px} more than once" in err[0], err
+    assert not out.exists()
+
+
+def test_an_average_slower_than_the_run_gets_one_warning(tmp_path, capsys):
+    # RUN8: 24 images at batch 8 = 3 steps; beta 0.5 averages over 2 steps, 0.9 over 10
+    assert main([*RUN8, "--out", str(tmp_path / "a"), "--ema-beta", "0.5"]) == 0
+    assert "--ema-beta" not in capsys.readouterr().out
+    assert main([*RUN8, "--out", str(tmp_path / "b"), "--ema-beta", "0.9"]) == 0
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "--ema-beta" in ln]
+    assert len(said) == 1 and said[0].startswith("warning: --ema-beta 0.9 averages the generator over about 10 steps")
+    assert "more than the 3 steps of the whole run" in said[0]
+
+
+def test_sigterm_to_the_whole_job_while_workers_decode_is_one_line(tmp_path):
+    import signal
+
+    code = textwrap.dedent("""
+        import sys, time
+        from fastpggan.data import dataset
+        real = dataset._Decode.__getitem__
+        def slow(self, i):  # decoding that takes a while, in the worker processes
+            if i == 0:
+                print("decoding", flush=True)
+            time.sleep(0.05)
+            return real(self, i)
+        dataset._Decode.__getitem__ = slow
+        from fastpggan.__main__ import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [*RUN8, "--num-faces", "400", "--workers", "2", "--out", str(out)]
+    # a session of its own: the signal goes to its process group, as a scheduler sends it to a job
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "decoding"
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stopped by SIGTERM before training started" in lines[0], err[-2000:]
+    assert not out.exists()

@@ -8,6 +8,7 @@ never through each other.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import torch
 
+from fastpggan.console import printable
 from fastpggan.errors import UsageError, usage_errors
 from fastpggan.metrics.evaluate import METRICS
 from fastpggan.metrics.features import InceptionWeightsError, resolve_inception_weights
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
+from fastpggan.ops import IMPLS, check_ops, impl_problem
 from fastpggan.ranges import Limit, check_number
 
 
@@ -32,15 +35,29 @@ def check_flags(args: object, limits: dict[str, Limit]) -> None:
                 check_number(flag, value, limit)
 
 
-def check_writable(out: Path) -> None:
-    """``UsageError`` unless ``out`` is (or can be created as) a writable folder."""
+def check_writable(out: Path, flag: str = "--out") -> None:
+    """``UsageError`` naming ``flag`` unless ``out`` is (or can be created as) a writable folder:
+    not a file, no file where a folder of its path should be, and the nearest existing folder
+    writable (a read-only filesystem counts: ``access`` reports it)."""
+    shown = printable(str(out))
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+        raise UsageError(f"{flag} {shown!r} exists and is not a folder")
     probe = out
-    while not probe.exists():
+    while not os.path.lexists(probe) and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {str(out)!r} is not writable (no write permission on {str(probe)!r})")
+    if os.path.lexists(probe) and not probe.is_dir():
+        raise UsageError(f"{flag} {shown!r} is not writable: {printable(str(probe))!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        ro = _read_only(probe)
+        why = "a read-only filesystem" if ro else "no write permission"
+        raise UsageError(f"{flag} {shown!r} is not writable ({why} on {printable(str(probe))!r})")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_device(flag: str) -> str:
@@ -51,6 +68,26 @@ def resolve_device(flag: str) -> str:
     if flag == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return flag
+
+
+# --- fused ops (``train --impl``, ``generate --impl``, ``evaluate --impl``) -------------------
+def add_impl_flag(p: argparse.ArgumentParser) -> None:
+    """``--impl`` of the commands that only sample a checkpoint: the ops are chosen for the
+    machine they run on, whatever the checkpoint was trained with."""
+    p.add_argument(
+        "--impl", default="auto", choices=IMPLS,
+        help="fused ops: auto = the Triton kernels where they can run (a CUDA GPU), the PyTorch "
+             "reference elsewhere, whatever the checkpoint trained with; triton or reference to "
+             "force one (default: %(default)s)")
+
+
+def check_impl_flag(impl: str, device: str | torch.device) -> None:
+    """``--impl`` can run on ``device``, and the ops' self-checks pass now, so that a failing one
+    stops ``--impl triton`` before any work; ``UsageError`` (one line) else."""
+    if (problem := impl_problem(impl, device)) is not None:
+        raise UsageError(f"--impl {impl}: {problem}")
+    with usage_errors(RuntimeError, prefix=f"--impl {impl}: "):
+        check_ops(impl, device)
 
 
 # --- metric flags (``train --metric``, ``evaluate --metric``) ---------------------------------

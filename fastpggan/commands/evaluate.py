@@ -21,7 +21,9 @@ import torch
 
 from fastpggan.atomic import write_text_atomic
 from fastpggan.commands.common import (
+    add_impl_flag,
     check_flags,
+    check_impl_flag,
     check_metric_setup,
     check_swd_resolution,
     check_writable,
@@ -64,6 +66,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     a("--batch", type=int, default=64, metavar="B", help="images per batch (default: %(default)s)")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to run; auto picks cuda when available (default: %(default)s)")
+    add_impl_flag(p)
     a("--cache-dir", default=None, metavar="DIR",
       help="decoded-image and FID-statistics cache (default: the run's recorded cache folder "
            "if it exists, else <checkpoint folder>/cache)")
@@ -109,6 +112,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_flags(args, LIMITS)
     out = _out_file(args.out)
     device = torch.device(resolve_device(args.device))
+    check_impl_flag(args.impl, device)
 
     ckpt = Path(args.ckpt)
     state = load_checkpoint(ckpt)  # CheckpointError: exit 2
@@ -123,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "diversity" in metrics and len(source) < 2:
         raise UsageError(f"diversity needs at least 2 real images; {source.describe()} holds {len(source)}")
     cache_dir = _cache_dir(args, ckpt, cfg.cache_dir)
-    check_writable(cache_dir)
+    check_writable(cache_dir, "--cache-dir")
 
     # The work: decode (or open the cached) reals, sample, measure.
     t0 = time.perf_counter()
@@ -133,7 +137,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if quality and repeats(data, args.n):
         print(f"note: --n {args.n} is more than the {data.count} images of {source.describe()}; "
               "reals are repeated", file=sys.stderr)
-    G, res, fade = load_generator(ckpt, device)
+    G, res, fade = load_generator(ckpt, device, args.impl)
     results: dict[str, float] = {}
     if quality:
         results.update(evaluate_generator(

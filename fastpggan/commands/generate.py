@@ -15,7 +15,7 @@ import torch
 
 from fastpggan import sampling
 from fastpggan.atomic import atomic_write
-from fastpggan.commands.common import check_flags, check_writable, resolve_device
+from fastpggan.commands.common import add_impl_flag, check_flags, check_impl_flag, check_writable, resolve_device
 from fastpggan.errors import UsageError
 from fastpggan.networks import Generator
 from fastpggan.ranges import Limit
@@ -103,6 +103,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
       help="write a looping latent walk GIF with STEPS frames between random keyframes")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to run G; auto picks cuda when available (default: %(default)s)")
+    add_impl_flag(p)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -113,8 +114,9 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in {want}" + (" with --interpolate" if want == ".gif" else ""))
     check_flags(args, LIMITS)
     device = torch.device(resolve_device(args.device))
+    check_impl_flag(args.impl, device)
     check_writable(out.parent if str(out.parent) else Path("."))
-    G, res, fade = load_generator(args.ckpt, device)
+    G, res, fade = load_generator(args.ckpt, device, args.impl)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.interpolate is None:
         paths = write_grid(G, res, fade, args.n, args.seed, out, device)

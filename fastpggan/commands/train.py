@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from fastpggan.atomic import DiskFullError, clean_temp_files, write_text_atomic
+from fastpggan.atomic import DiskFullError, clean_temp_files, is_disk_full, write_text_atomic
 from fastpggan.commands.common import (
+    check_impl_flag,
     check_metric_setup,
     check_swd_resolution,
     check_writable,
@@ -30,8 +31,8 @@ from fastpggan.commands.common import (
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
 from fastpggan.data import DataError, Source, load_data, open_source
-from fastpggan.errors import RunStopped, UsageError, usage_errors
-from fastpggan.ops import check_ops, describe_impl, impl_problem
+from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
+from fastpggan.ops import describe_impl
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed
@@ -62,11 +63,13 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     v = flag_values(args, TrainConfig)
     v["device"] = resolve_device(v["device"])
     v["compile"], v["compile_backend"] = _compile(v["compile"], v["compile_backend"], v["device"])
-    _check_impl(v["impl"], v["device"])
+    check_impl_flag(v["impl"], v["device"])
     v["metrics"] = _metrics(v)
     source = _source(v["data"], v["num_faces"])
     v["data"] = source.path or None
     v["out"] = _out(v["out"], source, v["resolution"])
+    if v["cache_dir"]:
+        check_writable(Path(v["cache_dir"]).expanduser(), "--cache-dir")
     v["cache_dir"] = v["cache_dir"] or str(Path(v["out"]) / "cache")
     v["progress"] = sys.stderr.isatty()
     cfg = TrainConfig(**v)
@@ -80,15 +83,6 @@ def _compile(flag: bool | None, backend: str, device: str) -> tuple[bool, str]:
     capability = torch.cuda.get_device_capability() if device == "cuda" else None
     with usage_errors():
         return resolve_compile(flag, backend, device, capability)
-
-
-def _check_impl(impl: str, device: str) -> None:
-    """``--impl`` can run on ``device``, and the ops' self-checks pass now, so that a failing one
-    stops ``--impl triton`` before any work."""
-    if (problem := impl_problem(impl, device)) is not None:
-        raise UsageError(f"--impl {impl}: {problem}")
-    with usage_errors(RuntimeError, prefix=f"--impl {impl}: "):
-        check_ops(impl, device)
 
 
 def _metrics(v: dict[str, Any]) -> list[str]:
@@ -132,6 +126,11 @@ def _check_resume_flag(resume: str | None, out: Path) -> None:
             f"--out {str(out)!r} already holds a run: pass --resume auto to continue it, "
             "or choose another --out"
         )
+    if resume not in (None, "auto") and Path(resume).is_dir():
+        raise UsageError(
+            f"--resume {printable(resume)!r} is a folder, not a checkpoint file: to continue the "
+            f"newest checkpoint of a run folder pass --resume auto --out {printable(resume)}"
+        )
     if resume not in (None, "auto") and not Path(resume).is_file():
         raise UsageError(f"checkpoint {printable(resume)!r} does not exist")
 
@@ -174,6 +173,8 @@ def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
             note = lock.acquire()
         except RunLocked as e:
             failure = str(e)
+        except OSError as e:  # a full disk, a read-only or vanished folder: RunLock left nothing
+            failure = f"cannot take the lock of run folder {printable(str(out))}: {_os_problem(e, out)}"
     if dist.enabled:
         flag = torch.tensor([1 if failure else 0], dtype=torch.uint8)
         if int(dist.all_gather_bytes(flag)[0][0]) and not failure:
@@ -183,8 +184,40 @@ def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
     return lock, note
 
 
+def _os_problem(e: OSError, where: Path) -> str:
+    """An ``OSError`` of writing in ``where`` in plain words, with the free space when full."""
+    if is_disk_full(e):
+        try:
+            free = f", {shutil.disk_usage(_existing(where)).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = ""
+        return f"no space left on the disk{free}; free space or choose another --out"
+    return f"{e.strerror or type(e).__name__} ({printable(str(e.filename or where))})"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _remove_created(out: Path, top: Path) -> None:
+    """Remove ``out`` and its parents up to ``top`` (the highest folder this run created) where
+    they are empty: a run that never started leaves no folder behind."""
+    p = out
+    while True:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top or p == p.parent:
+            return
+        p = p.parent
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """``train`` command: returns the exit code (0 done, 130/143 when stopped by a signal).
+    """``train`` command: returns the exit code (0 done, ``128 + signum`` when stopped by one of
+    :data:`fastpggan.errors.STOP_SIGNALS`: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM, ...).
 
     Under ``torchrun`` every process runs this; rank 0 alone writes and prints (see
     :mod:`fastpggan.training.distributed`).
@@ -196,16 +229,63 @@ def run_train(args: argparse.Namespace) -> int:
             dist.check_batches(cfg.batch, cfg.resolution)
         out = Path(cfg.out)
         created = not out.exists()
-        lock, note = _lock(out, dist)
-        try:
-            return _train(args, cfg, dist, created, note)
-        finally:
-            if lock is not None:
-                lock.release()
-                if created and not any(out.iterdir()):  # a run that never started: no trace
-                    out.rmdir()
+        top = out  # the highest folder of out's path that this run creates
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        # A stop signal before training starts (the images are decoded: minutes on a large
+        # folder) ends the command with one line (Interrupted); the cache build removes its
+        # partial folder on the way out. Training installs its own handlers (a checkpoint).
+        with stop_signals(_interrupt_preparation):
+            try:
+                lock, note = _lock(out, dist)
+            except UsageError:
+                if created and dist.is_main:
+                    _remove_created(out, top)
+                raise
+            try:
+                return _train(args, cfg, dist, created, note)
+            finally:
+                if lock is not None:
+                    lock.release()
+                    if created:  # a run that never started: no trace
+                        _remove_created(out, top)
     finally:
         dist.close()
+
+
+# Under this many images a GAN mostly learns to reproduce them (the paper's data sets hold 30k
+# images and more; few-image GAN studies see the discriminator memorise sets of a few thousand).
+FEW_IMAGES = 1000
+
+
+def _few_images(count: int, first_batch: int) -> str | None:
+    """The one-line warning for a data set too small to train a GAN on, else ``None``."""
+    if count < first_batch:
+        return (f"warning: the data holds {count} images, fewer than one minibatch at 4px ({first_batch}): "
+                "every step shows some of them more than once")
+    if count < FEW_IMAGES:
+        return (f"warning: the data holds only {count} images (under {FEW_IMAGES}): a GAN learns to reproduce "
+                "so few rather than to vary them (the paper's data sets hold 30k and more)")
+    return None
+
+
+def _slow_average(cfg: TrainConfig) -> str | None:
+    """The one-line warning when ``--ema-beta`` averages G over more steps than the whole run
+    takes, so ``G_ema`` (the samples) never moves far from the initial weights. The average is
+    updated once per step (``G_ema <- beta G_ema + (1 - beta) G``): its time constant is
+    ``1 / (1 - beta)`` steps."""
+    schedule = cfg.schedule()
+    steps = sum(-(-(p.end - p.start) // cfg.batch[p.res]) for p in schedule.phases)
+    tau = 1.0 / (1.0 - cfg.ema_beta)
+    if tau <= steps:
+        return None
+    return (f"warning: --ema-beta {cfg.ema_beta} averages the generator over about {tau:.3g} steps "
+            f"(1 / (1 - beta)), more than the {steps} steps of the whole run: the samples will stay "
+            "close to the initial weights; lower it (default 0.999)")
+
+
+def _interrupt_preparation(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
 
 
 def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, created: bool, note: str | None) -> int:
@@ -226,7 +306,7 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
             dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
         with usage_errors(DataError):
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
-    except (UsageError, DiskFullError):
+    except (UsageError, DiskFullError, Interrupted):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
                 if p.name != ".lock":
@@ -241,6 +321,10 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
+    if (few := _few_images(data.count, cfg.batch[4])) is not None:
+        echo(few)
+    if (slow := _slow_average(cfg)) is not None:
+        echo(slow)
     echo(describe_impl(cfg.impl, cfg.device))
     device_type = torch.device(cfg.device).type
     capability = torch.cuda.get_device_capability() if device_type == "cuda" else None

@@ -8,9 +8,20 @@ average of the one above, as the authors' dataset tool does). With a ``cache_dir
 times), memory-mapped on later runs so a restart does not decode again.
 
 Files that cannot be decoded are skipped, counted and reported once; so are links that point
-nowhere, link loops and entries that cannot be read (found while listing the folder), and
-images smaller than ``R`` (they are upscaled). Every name in a message is printable
-(:func:`fastpggan.console.printable`) whatever the terminal's encoding.
+nowhere, link loops and entries that cannot be read (found while listing the folder), folders
+that cannot be listed (reported as folders), members of a zip whose name an earlier member
+already has (the first of each name is used; ``zipfile`` alone would give the last), and
+images smaller than ``R`` (they are upscaled). Every name in a message is printable on one
+line (:func:`fastpggan.console.one_line`) whatever the terminal's encoding.
+
+Every cache carries a check of its contents, made when it is built: ``meta.json`` records each
+``.npy`` file's size and a CRC-32 of every :data:`CHECK_BLOCK` bytes of it (header included).
+Opening a cache verifies all of it before anything reads an image: ``meta.json`` parses, each
+file has its size and a ``.npy`` header of the right shape, and every block matches its CRC
+(:func:`verify_cache`; the cost is in the README). A damaged cache is rebuilt from the source,
+with a warning; when the source can no longer rebuild it (no readable image left),
+:class:`DataError`. CRC-32 finds accidental damage (a truncated or zeroed file, a bad sector,
+a partial copy); it is not a defence against someone who rewrites the cache on purpose.
 
 Cache folders: building one writes ``.KEY.tmp-HOST-PID`` and renames it to ``KEY`` when complete.
 A build interrupted by a crash leaves its temp folder; the next :func:`load_data` on that cache
@@ -24,6 +35,8 @@ from __future__ import annotations
 
 import collections
 import errno
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import io
 import json
@@ -39,17 +52,27 @@ import torch
 from PIL import Image
 
 from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
-from fastpggan.console import printable
+from fastpggan.console import one_line
+from fastpggan.errors import ignore_stop_signals, stop_signals_blocked
 from fastpggan.data.faces import FACES_VERSION, face_array
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
 # Bump when decoding or the cache layout changes, so older caches are not reused.
-CACHE_VERSION = 1
+# 2: meta.json carries the arrays' rows, sizes and block checksums; EXIF orientation applied.
+CACHE_VERSION = 2
 FACES = "faces"
+# A CRC-32 per this many bytes of each cache file: small enough that blocks are checked in
+# parallel, large enough that meta.json stays small (~800 entries for a 13 GB cache).
+CHECK_BLOCK = 1 << 24
 
 
 class DataError(ValueError):
     """The data path cannot be used (missing, empty, no decodable image); one-line message."""
+
+
+class CacheDamaged(Exception):
+    """A cache folder whose files do not match the check recorded when it was built; the
+    message is one line naming the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,9 @@ class Source:
     ``names``: file names relative to ``path`` (folder/zip), sorted; for faces, ``count`` faces
     drawn from set ``seed``. ``broken``: ``(name, reason)`` of folder entries that could not be
     listed as files (links pointing nowhere, link loops, no permission), skipped and counted
-    with the unreadable files.
+    with the unreadable files. ``unlisted``: ``(name, reason)`` of folders that could not be
+    listed. ``duplicates``: names of zip members skipped because an earlier member has the
+    same name (once per skipped member).
     """
 
     kind: str
@@ -69,6 +94,8 @@ class Source:
     seed: int = 0
     _stamps: tuple = field(default=(), repr=False, compare=False)
     broken: tuple[tuple[str, str], ...] = ()
+    unlisted: tuple[tuple[str, str], ...] = ()
+    duplicates: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.count if self.kind == FACES else len(self.names)
@@ -88,6 +115,10 @@ class Source:
             h.update(json.dumps([name, stamp]).encode())
         for name, _ in self.broken:
             h.update(json.dumps(["broken", name]).encode())
+        for name, _ in self.unlisted:
+            h.update(json.dumps(["unlisted", name]).encode())
+        for name in self.duplicates:
+            h.update(json.dumps(["duplicate", name]).encode())
         return h.hexdigest()[:20]
 
     def identity(self) -> list:
@@ -115,12 +146,12 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
     if not p.exists():
         raise DataError(f"data path {data!r} does not exist")
     if p.is_dir():
-        found, broken = _walk_folder(p)
-        if not found and not broken:
-            raise DataError(f"data folder {printable(data)!r} holds no files")
+        found, broken, unlisted = _walk_folder(p)
+        if not found and not broken and not unlisted:
+            raise DataError(f"data folder {one_line(data)!r} holds no files")
         return Source(
             "folder", str(p.resolve()), tuple(n for n, _ in found),
-            _stamps=tuple(st for _, st in found), broken=tuple(broken),
+            _stamps=tuple(st for _, st in found), broken=tuple(broken), unlisted=tuple(unlisted),
         )
     if p.suffix.lower() == ".zip":
         try:
@@ -128,24 +159,31 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
                 infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(i.filename)]
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"data zip {data!r} cannot be read: {e}") from None
-        infos.sort(key=lambda i: i.filename)
+        infos.sort(key=lambda i: i.filename)  # stable: members of one name keep the archive's order
         if not infos:
             raise DataError(f"data zip {data!r} holds no files")
+        first = [i for k, i in enumerate(infos) if k == 0 or i.filename != infos[k - 1].filename]
+        duplicates = tuple(i.filename for k, i in enumerate(infos) if k and i.filename == infos[k - 1].filename)
         return Source(
             "zip",
             str(p.resolve()),
-            tuple(i.filename for i in infos),
-            _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in infos),
+            tuple(i.filename for i in first),
+            _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in first),
+            duplicates=duplicates,
         )
     raise DataError(f"data path {data!r} is neither a folder nor a .zip file")
 
 
-def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tuple[str, str]]]:
+def _walk_folder(
+    top: Path,
+) -> tuple[list[tuple[str, tuple[int, int]]], list[tuple[str, str]], list[tuple[str, str]]]:
     """Files under ``top`` (links followed, hidden entries skipped), sorted by name, each with
-    ``(size, mtime_ns)``; and the entries that are not usable files, with the reason. A folder
-    reached twice (a link loop, or two links to one folder) is listed once."""
+    ``(size, mtime_ns)``; the entries that are not usable files, with the reason; and the
+    folders that cannot be listed, with the reason. A folder reached twice (a link loop, or
+    two links to one folder) is listed once."""
     found: list[tuple[str, tuple[int, int]]] = []
     broken: list[tuple[str, str]] = []
+    unlisted: list[tuple[str, str]] = []
     seen: set[tuple[int, int]] = set()
     # Breadth first, real folders before links to folders: a folder reached twice keeps the
     # name of its shortest, real path.
@@ -161,7 +199,7 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
             seen.add(key)
             entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
         except OSError as e:
-            broken.append((rel or ".", _os_reason(e)))
+            unlisted.append((rel or ".", _os_reason(e)))
             continue
         for entry in entries:
             if entry.name.startswith(".") or entry.name == "__MACOSX":
@@ -180,7 +218,8 @@ def _walk_folder(top: Path) -> tuple[list[tuple[str, tuple[int, int]]], list[tup
                 broken.append((name, "not a regular file"))
     found.sort()
     broken.sort()
-    return found, broken
+    unlisted.sort()
+    return found, broken, unlisted
 
 
 def _os_reason(e: OSError) -> str:
@@ -197,6 +236,7 @@ class _Reader:
     def __init__(self, source: Source) -> None:
         self.source = source
         self._zip: zipfile.ZipFile | None = None
+        self._first: dict[str, zipfile.ZipInfo] = {}  # each name's first member
         self._pid = -1
 
     def read(self, i: int) -> bytes:
@@ -205,7 +245,10 @@ class _Reader:
             if self._zip is None or self._pid != os.getpid():
                 self._zip = zipfile.ZipFile(self.source.path)
                 self._pid = os.getpid()
-            return self._zip.read(name)
+                self._first = {}
+                for info in self._zip.infolist():
+                    self._first.setdefault(info.filename, info)
+            return self._zip.read(self._first[name])
         with open(os.path.join(self.source.path, name), "rb") as f:
             return f.read()
 
@@ -264,6 +307,8 @@ class ImageData:
     skipped_examples: list[tuple[str, str]] = field(default_factory=list)
     small: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. superseded caches removed
+    unlisted: int = 0  # folders that could not be listed (their files are not counted)
+    unlisted_examples: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -271,10 +316,19 @@ class ImageData:
 
     def report(self) -> list[str]:
         """The lines to show once: what was loaded, what was skipped, what was too small."""
-        lines = [f"data: {self.count} images from {printable(self.source.describe())} at {self.resolution}px"]
+        lines = [f"data: {self.count} images from {one_line(self.source.describe())} at {self.resolution}px"]
         if self.skipped:
-            ex = "; ".join(f"{printable(n)}: {printable(r)}" for n, r in self.skipped_examples)
+            ex = "; ".join(f"{one_line(n)}: {one_line(r)}" for n, r in self.skipped_examples)
             lines.append(f"warning: skipped {self.skipped} files that are not readable images (e.g. {ex})")
+        if self.unlisted:
+            ex = "; ".join(f"{one_line(n)}: {one_line(r)}" for n, r in self.unlisted_examples)
+            lines.append(f"warning: skipped {self.unlisted} folder(s) that cannot be listed, with "
+                         f"everything in them (e.g. {ex})")
+        if self.source.duplicates:
+            names = collections.Counter(self.source.duplicates)
+            ex = "; ".join(f"{one_line(n)} {k + 1} times" for n, k in names.most_common(3))
+            lines.append(f"warning: skipped {len(self.source.duplicates)} zip members whose name an "
+                         f"earlier member already has (only the first of each name is used; e.g. {ex})")
         if self.small:
             lines.append(
                 f"warning: {self.small} images are smaller than {self.resolution}px and were upscaled"
@@ -332,6 +386,86 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
+def _read_block(fd: int, offset: int, length: int) -> int:
+    """CRC-32 of ``length`` bytes of ``fd`` from ``offset`` (fewer at the end of the file)."""
+    return zlib.crc32(os.pread(fd, length, offset))
+
+
+def _block_crcs(path: Path, size: int) -> list[int]:
+    """CRC-32 of each :data:`CHECK_BLOCK` bytes of the first ``size`` bytes of ``path``, computed
+    on a few threads (``zlib.crc32`` releases the GIL, so blocks are hashed in parallel)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        offsets = range(0, size, CHECK_BLOCK)
+        threads = max(1, min(4, os.cpu_count() or 1, len(offsets)))
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda o: _read_block(fd, o, min(CHECK_BLOCK, size - o)), offsets))
+    finally:
+        os.close(fd)
+
+
+def file_check(path: str | os.PathLike) -> dict:
+    """What ``meta.json`` records of a cache file: ``{"size": bytes, "block": CHECK_BLOCK,
+    "crc32": [one per block]}``."""
+    path = Path(path)
+    size = path.stat().st_size
+    return {"size": size, "block": CHECK_BLOCK, "crc32": _block_crcs(path, size)}
+
+
+def _check_header(path: Path, rows: int, r: int, size: int) -> None:
+    """``CacheDamaged`` unless ``path`` starts with a ``.npy`` header of ``uint8 [rows, r, r, 3]``
+    whose data ends exactly at ``size`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise CacheDamaged(f"{path.name} has no valid .npy header ({str(e).splitlines()[0][:80]})") from None
+    if tuple(shape) != (rows, r, r, 3) or fortran or dtype != np.uint8:
+        raise CacheDamaged(f"{path.name}'s header says {dtype} {list(shape)}, not uint8 [{rows}, {r}, {r}, 3]")
+    if offset + rows * r * r * 3 != size:
+        raise CacheDamaged(f"{path.name}'s header does not match its size")
+
+
+def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = True) -> dict:
+    """Check cache ``folder`` against its ``meta.json`` (see module doc) and return the meta.
+    ``contents=False`` checks sizes and headers only (right after a build, whose checksums were
+    just read from the files). ``CacheDamaged`` (one line) on the first problem found."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        rows, count, checks = int(meta["rows"]), int(meta["count"]), meta["checks"]
+        missing = [k for k in ("skipped", "skipped_examples", "small") if k not in meta]
+        if missing:
+            raise KeyError(missing[0])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CacheDamaged(f"meta.json cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
+    if not 0 < count <= rows:
+        raise CacheDamaged(f"meta.json counts {count} images in arrays of {rows}")
+    for r in _levels(resolution):
+        name = f"res{r}.npy"
+        path, want = folder / name, checks.get(name) if isinstance(checks, dict) else None
+        if not isinstance(want, dict) or want.get("block") != CHECK_BLOCK:
+            raise CacheDamaged(f"meta.json holds no check of {name}")
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise CacheDamaged(f"{name} cannot be read ({e.strerror or e})") from None
+        if size != want.get("size"):
+            raise CacheDamaged(f"{name} is {size} bytes, not the {want.get('size')} it was written with")
+        _check_header(path, rows, r, size)
+        if contents:
+            got = _block_crcs(path, size)
+            bad = [i for i, (a, b) in enumerate(zip(got, want.get("crc32", []))) if a != b]
+            if bad or len(got) != len(want.get("crc32", [])):
+                first = bad[0] if bad else min(len(got), len(want.get("crc32", [])))
+                raise CacheDamaged(f"{name}'s contents do not match their checksum (from byte "
+                                   f"{first * CHECK_BLOCK}, {len(bad) or 1} of {len(got)} blocks)")
+    return meta
+
+
 def load_data(
     source: Source,
     resolution: int,
@@ -349,25 +483,41 @@ def load_data(
     final = Path(cache_dir) / key if cache_dir is not None else None
     if final is not None:
         clean_temp_files(final.parent, owned=False)
+    damaged = None
     if final is not None and (final / "meta.json").exists():
-        return _open_cache(source, resolution, final)
+        try:
+            return _open_cache(source, resolution, final)
+        except CacheDamaged as e:
+            damaged = f"the image cache {one_line(str(final))} is damaged ({one_line(str(e))})"
     if source.kind != FACES and count_image_headers(source) == 0:
-        raise DataError(f"data path {printable(source.path)!r} holds no readable images")
+        if damaged:  # the data that could rebuild the cache is gone too
+            raise DataError(f"{damaged}, and it cannot be rebuilt: data path "
+                            f"{one_line(source.path)!r} holds no readable images now")
+        raise DataError(f"data path {one_line(source.path)!r} holds no readable images")
+    if damaged:
+        shutil.rmtree(final, ignore_errors=True)  # the rebuilt cache takes its name
     try:
         data = _build(source, resolution, final, workers, progress)
     except OSError as e:
         if not is_disk_full(e):
-            raise
+            if final is None:
+                raise
+            # a read-only filesystem, a file where the cache folder should be, no permission:
+            # the cache folder cannot be used (the partial build is already removed)
+            raise DataError(f"cannot write the image cache in {one_line(str(final.parent))!r}: "
+                            f"{e.strerror or type(e).__name__}; choose another --cache-dir") from None
         need = sum(len(source) * r * r * 3 for r in _levels(resolution))
         raise DiskFullError(final if final is not None else Path(key),
                             f"the image cache ({need / 2**20:.0f} MiB; or choose another --cache-dir)") from None
+    if damaged:
+        data.notes.append(f"warning: {damaged}; rebuilt it from {one_line(source.describe())}")
     if final is not None:
         gone = _remove_superseded(source, resolution, final)
         if gone:
             mib = sum(size for _, size in gone) / 2**20
             data.notes.append(
                 f"note: removed {len(gone)} superseded cache folder(s) of this data in "
-                f"{printable(str(final.parent))} ({mib:.0f} MiB; the files changed since they were built)"
+                f"{one_line(str(final.parent))} ({mib:.0f} MiB; the files changed since they were built)"
             )
     return data
 
@@ -393,16 +543,20 @@ def _build(
         else:
             arrays = {r: np.empty((n, r, r, 3), np.uint8) for r in _levels(resolution)}
         loader = torch.utils.data.DataLoader(
-            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity
+            _Decode(source, resolution), batch_size=None, num_workers=workers, collate_fn=_identity,
+            worker_init_fn=ignore_stop_signals,
         )
         good = small = 0
         skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
-        examples: list[tuple[str, str]] = [(printable(nm), r) for nm, r in source.broken[:3]]
-        for done, (i, a, is_small, err) in enumerate(loader, 1):
+        examples: list[tuple[str, str]] = [(one_line(nm), r) for nm, r in source.broken[:3]]
+        unlisted = [(one_line(nm), r) for nm, r in source.unlisted[:3]]
+        with stop_signals_blocked():  # the workers start ignoring them (ignore_stop_signals)
+            decoded = iter(loader)
+        for done, (i, a, is_small, err) in enumerate(decoded, 1):
             if a is None:
                 skipped += 1
                 if len(examples) < 3:
-                    examples.append((printable(source.names[i]), printable(err)))
+                    examples.append((one_line(source.names[i]), one_line(err)))
             else:
                 small += is_small
                 for r in _levels(resolution):
@@ -412,15 +566,19 @@ def _build(
             if progress is not None:
                 progress(done, n)
         if good == 0:
-            raise DataError(f"data path {printable(source.describe())!r} holds no readable images")
-        meta = {"count": good, "skipped": skipped, "skipped_examples": examples, "small": small,
+            raise DataError(f"data path {one_line(source.describe())!r} holds no readable images")
+        meta = {"count": good, "rows": n, "skipped": skipped, "skipped_examples": examples, "small": small,
+                "unlisted": len(source.unlisted), "unlisted_examples": unlisted,
                 "source": source.identity(), "resolution": resolution}
         if final is None:
             levels = {r: a[:good] for r, a in arrays.items()}
-            return ImageData(source, resolution, levels, skipped, examples, small)
+            return ImageData(source, resolution, levels, skipped, examples, small,
+                             unlisted=len(source.unlisted), unlisted_examples=unlisted)
         for a in arrays.values():
             a.flush()
         del arrays
+        # The check is read back from the files as written, so it covers what later runs read.
+        meta["checks"] = {f"res{r}.npy": file_check(tmp / f"res{r}.npy") for r in _levels(resolution)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         fd = os.open(tmp / "meta.json", os.O_RDONLY)
         try:
@@ -434,13 +592,17 @@ def _build(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _open_cache(source, resolution, final)
+    return _open_cache(source, resolution, final, contents=False)
 
 
-def _open_cache(source: Source, resolution: int, folder: Path) -> ImageData:
-    meta = json.loads((folder / "meta.json").read_text())
+def _open_cache(source: Source, resolution: int, folder: Path, contents: bool = True) -> ImageData:
+    """The cached arrays of ``folder``, memory-mapped once :func:`verify_cache` passed
+    (``CacheDamaged`` else)."""
+    meta = verify_cache(folder, resolution, contents)
     levels = {
         r: np.load(folder / f"res{r}.npy", mmap_mode="r")[: meta["count"]] for r in _levels(resolution)
     }
     examples = [tuple(e) for e in meta["skipped_examples"]]
-    return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"])
+    return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"],
+                     unlisted=int(meta.get("unlisted", 0)),
+                     unlisted_examples=[tuple(e) for e in meta.get("unlisted_examples", [])])

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from fastpggan.errors import ignore_stop_signals, stop_signals_blocked
+
 DEVICE_BYTES = 1 << 30  # keep a resolution's images on the device when they take less than this
 
 
@@ -129,8 +131,10 @@ class RealBatches:
                 num_workers=workers,
                 pin_memory=self.pin,
                 prefetch_factor=4 if workers > 0 else None,
+                worker_init_fn=ignore_stop_signals,
             )
-            self._it = iter(loader)
+            with stop_signals_blocked():  # the workers start ignoring them (ignore_stop_signals)
+                self._it = iter(loader)
 
     def __iter__(self) -> RealBatches:
         return self

@@ -1,6 +1,8 @@
 """Decoding one image file into a square RGB ``uint8`` array at a training resolution.
 
-Every PIL mode becomes 8-bit RGB: grayscale (``L``, ``1``), 16/32-bit (``I;16``, ``I``, ``F``),
+Images are turned upright first: an EXIF orientation tag (phones and cameras store photos as
+the sensor saw them and record the rotation) is applied, so a photo tagged as rotated trains
+the way it is shown. Every PIL mode becomes 8-bit RGB: grayscale (``L``, ``1``), 16/32-bit (``I;16``, ``I``, ``F``),
 palette (``P``, with or without transparency), ``LA``/``RGBA`` (composited on white),
 ``CMYK`` and ``YCbCr``/``LAB``. Non-square images are centre-cropped to their shorter side, then
 resized with Lanczos (which averages over the whole footprint when shrinking, like an area filter).
@@ -12,7 +14,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class UnreadableImage(Exception):
@@ -20,7 +22,8 @@ class UnreadableImage(Exception):
 
 
 def open_image(data: bytes) -> Image.Image:
-    """Decode ``data`` fully; ``UnreadableImage`` on any failure (truncated, not an image...)."""
+    """Decode ``data`` fully and apply its EXIF orientation; ``UnreadableImage`` on any failure
+    (truncated, not an image...)."""
     try:
         # A decompression bomb is a bad file, not a reason to stop training: PIL's warning
         # becomes an error, counted as unreadable.
@@ -30,6 +33,10 @@ def open_image(data: bytes) -> Image.Image:
             img.load()
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise UnreadableImage(f"{type(e).__name__}: {e}") from None
+    try:
+        ImageOps.exif_transpose(img, in_place=True)  # orientation 1 or none: unchanged
+    except Exception:  # EXIF data PIL cannot parse: the pixels are fine, keep them as stored
+        pass
     return img
 
 

@@ -126,7 +126,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {name} is damaged: its contents do not match the checksum written with it"
         )
     _refuse_old_generator(state, name)
+    _refuse_non_finite(state, name)
     return state
+
+
+def _refuse_non_finite(state: dict[str, Any], name: str) -> None:
+    """Refuse weights that are NaN or infinite: such a checkpoint's checksum can be right (it
+    was written so), but nothing can train from or sample it (an all-black grid)."""
+    for key in ("G", "D", "G_ema"):
+        weights = state.get(key)
+        if not isinstance(weights, dict):
+            continue
+        bad = [k for k, t in weights.items()
+               if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise CheckpointError(
+                f"checkpoint {name} holds non-finite weights (NaN or inf in {key}.{bad[0]}{more}): it "
+                "cannot be trained from or sampled; use an earlier checkpoint"
+            )
 
 
 def load_newest_good(
@@ -179,16 +197,23 @@ def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, int, float]:
-    """``G_ema`` of a checkpoint (eval mode, on ``device``) and the resolution and fade it reached."""
-    return generator_of(load_checkpoint(path), device)
+def load_generator(
+    path: str | os.PathLike, device: str | torch.device = "cpu", impl: str = "auto"
+) -> tuple[Generator, int, float]:
+    """``G_ema`` of a checkpoint (eval mode, on ``device``, fused ops ``impl``) and the
+    resolution and fade it reached."""
+    return generator_of(load_checkpoint(path), device, impl)
 
 
-def generator_of(state: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Generator, int, float]:
+def generator_of(
+    state: dict[str, Any], device: str | torch.device = "cpu", impl: str = "auto"
+) -> tuple[Generator, int, float]:
     """``G_ema`` of a loaded checkpoint ``state`` (:func:`load_checkpoint`; eval mode, on
-    ``device``) and the resolution and fade it reached."""
+    ``device``) and the resolution and fade it reached. Its fused ops are ``impl``, chosen for
+    the machine that samples, not the ``--impl`` the run trained with (a run trained with the
+    Triton kernels on a GPU samples on a CPU)."""
     cfg = TrainConfig.from_dict(state["config"])
-    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
+    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=impl)
     G.load_state_dict(state["G_ema"])
     G.set_fused_scale(cfg.fused_scale_from)
     G.to(device).eval().requires_grad_(False)

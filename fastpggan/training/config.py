@@ -147,7 +147,7 @@ class TrainConfig:
     ckpt_ticks: int = setting(
         4, resume=MAY, limit=COUNT,
         flag=Flag("--ckpt-ticks", "checkpoint every N ticks, and always at phase ends and on "
-                  "Ctrl-C/SIGTERM (default: %(default)s)", "N"))
+                  "Ctrl-C/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 (default: %(default)s)", "N"))
     keep_ckpts: int = setting(
         3, resume=MAY, limit=COUNT,
         flag=Flag("--keep-ckpts", "keep the newest N checkpoints (default: %(default)s)", "N"))

@@ -35,8 +35,6 @@ learning rate and Adam settings; tick, log and metric intervals restart from the
 from __future__ import annotations
 
 import copy
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from tqdm import tqdm
 
 from fastpggan.console import printable
 from fastpggan.data import ImageData
+from fastpggan.errors import stop_signals
 from fastpggan.metrics.diversity import diversity_latents
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.checkpoint import FORMAT, checkpoint_name, list_checkpoints, save_checkpoint
@@ -116,6 +115,7 @@ class Trainer:
         self.progress = Progress.start(cfg)
         # Settings changed on resume: {field: [old, new]} (recorded in the resume event).
         self.resumed_changes: dict[str, list[Any]] = {}
+        self.resumed_at: int | None = None  # images seen when the checkpoint resumed from was written
         if resume is not None:
             self._load(resume)
         if self.collapse is not None:
@@ -155,6 +155,7 @@ class Trainer:
         self._apply_adam_settings()
         self.steps.load_state_dict(s.get("steps", {}))
         self.progress.load_state_dict(s["progress"])
+        self.resumed_at = self.progress.images
         self.progress.restart_intervals(self.cfg, self.resumed_changes)
         rng = s["rng"]
         torch.set_rng_state(rng["torch_cpu"])
@@ -229,22 +230,17 @@ class Trainer:
 
     # --- the run -------------------------------------------------------------------------
     def run(self, max_steps: int | None = None) -> str:
-        """Train to the end of the schedule: returns ``"done"``, ``"interrupted"`` (SIGINT or
-        SIGTERM: checkpoint written), ``"paused"`` (``max_steps`` reached: checkpoint written),
+        """Train to the end of the schedule: returns ``"done"``, ``"interrupted"`` (one of
+        :data:`fastpggan.errors.STOP_SIGNALS`: checkpoint written), ``"paused"`` (``max_steps`` reached: checkpoint written),
         ``"diverged"`` (non-finite losses or weights: stopped, nothing written from them) or
         ``"disk_full"`` (the older checkpoints kept); the last two set :attr:`stop_message`.
         The steps and what they end are :class:`.run.Run`'s."""
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         run = Run(self)
-        handlers = {}
         try:
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    handlers[sig] = signal.signal(sig, run.on_signal)
-            return run.train(max_steps)
+            with stop_signals(run.on_signal):
+                return run.train(max_steps)
         finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
             run.close()
             self.stopped_by, self.stop_message = run.stopped_by, run.stop_message

@@ -25,7 +25,8 @@ def _parse_per_res(spec: str | None, defaults: dict[int, Any], cast: Callable[[s
     """The ``--batch`` / ``--lr`` syntax: ``None`` -> ``defaults``; ``"V"`` -> V everywhere;
     ``"RES:V,..."`` -> the defaults with those overrides; ``"V,RES:V,..."`` -> V everywhere
     except the overrides. ``ValueError`` (one line naming ``flag``) on bad syntax, a key that is
-    not a power of two from 4 to 1024, or a value that is not a positive finite number."""
+    not a power of two from 4 to 1024 or appears twice, or a value that is not a positive
+    finite number."""
     out = dict(defaults)
     if spec is None or not spec.strip():
         return out
@@ -36,6 +37,7 @@ def _parse_per_res(spec: str | None, defaults: dict[int, Any], cast: Callable[[s
             raise ValueError
         return v
 
+    given: list[int] = []
     try:
         items = spec.split(",")
         if ":" not in items[0]:  # a value for every resolution first
@@ -46,11 +48,16 @@ def _parse_per_res(spec: str | None, defaults: dict[int, Any], cast: Callable[[s
             r = int(r_s)
             check_resolution(r, 4, 1024)
             out[r] = value(v_s)
+            given.append(r)
     except ValueError:
         raise ValueError(
             f"{flag} must be one {what} (e.g. {one}), RES:{what.upper()} overrides, or both, like "
             f"{pairs} (RES a power of two from 4 to 1024, {what.upper()} positive), got {spec!r}"
         ) from None
+    twice = sorted({r for r in given if given.count(r) > 1})
+    if twice:  # which one was meant cannot be guessed (the last used to win silently)
+        raise ValueError(f"{flag} gives {', '.join(f'{r}px' for r in twice)} more than once, got {spec!r}: "
+                         "give each resolution once")
     return out
 
 

@@ -119,7 +119,8 @@ class Run:
         self.stop_message: str | None = None
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        """The SIGINT/SIGTERM handler: voted for after the step under way."""
+        """The handler of every stop signal (:data:`fastpggan.errors.STOP_SIGNALS`): voted for
+        after the step under way."""
         self.stopped_by = signum
 
     def close(self) -> None:
@@ -347,7 +348,10 @@ class Run:
         path = self.trainer.save()
         name = signal.Signals(signum).name
         self.log.record("event", self.progress.images, event=f"stopped by {name}", checkpoint=path.name)
-        self.echo(f"stopped by {name}: checkpoint {path}")
+        try:
+            self.echo(f"stopped by {name}: checkpoint {path}")
+        except OSError:  # a hang-up (SIGHUP) may have closed the terminal: the checkpoint is what counts
+            pass
         return "interrupted"
 
     def _on_non_finite(self, images_ok: int, what: str) -> str:
@@ -357,8 +361,13 @@ class Run:
         last = latest_checkpoint(out) if self.dist.is_main else None
         self.log.record("event", images, event="non-finite losses", detail=what,
                         last_checkpoint=last.name if last else None)
-        then = (f"the last checkpoint, {last}, is finite: resume from it, e.g. with a lower --lr"
-                if last else "no checkpoint was written yet: start again with a lower --lr")
+        if last:
+            then = f"the last checkpoint, {last}, is finite: resume from it, e.g. with a lower --lr"
+        elif self.trainer.resumed_at is not None:  # a resume into a new folder: its checkpoint is elsewhere
+            then = (f"no checkpoint was written since this run resumed at {self.trainer.resumed_at / 1000:g} "
+                    "kimg: resume again from the checkpoint it started from, e.g. with a lower --lr")
+        else:
+            then = "no checkpoint was written yet: start again with a lower --lr"
         self.stop_message = (f"stopped: {what} between {images_ok / 1000:g} and {images / 1000:g} kimg; "
                              f"nothing was saved from them; {then}")
         return "diverged"

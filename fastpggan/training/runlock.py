@@ -84,7 +84,8 @@ class RunLock:
 
     def acquire(self) -> str | None:
         """Take the lock: returns a note when a stale lock was taken over (else ``None``);
-        :class:`RunLocked` when another live process holds it."""
+        :class:`RunLocked` when another live process holds it; the ``OSError`` when the lock
+        file cannot be written (a full disk), with no lock file left."""
         self.folder.mkdir(parents=True, exist_ok=True)
         if fcntl is not None:
             try:
@@ -114,8 +115,12 @@ class RunLock:
             if same:
                 break
             os.close(fd)
-        previous = _parse(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-        self._write(fd)
+        try:
+            previous = _parse(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            self._write(fd)
+        except BaseException:
+            self._abandon(fd)
+            raise
         self._fd = fd
         if previous is not None:
             self.note = (f"note: took over the lock of {printable(str(self.folder))} left by a run "
@@ -139,10 +144,22 @@ class RunLock:
                 self.note = (f"note: took over the lock of {printable(str(self.folder))} left by a "
                              f"run that is no longer running ({_describe(holder)})")
                 continue
-            self._write(fd)
+            try:
+                self._write(fd)
+            except BaseException:
+                self._abandon(fd)
+                raise
             self._fd = fd
             return self.note
         raise self._busy(self._read_holder())
+
+    def _abandon(self, fd: int) -> None:
+        """Writing who holds the lock failed (a full disk): leave no lock file, empty or not."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        os.close(fd)
 
     def _write(self, fd: int) -> None:
         data = self._mine().encode()
