@@ -63,10 +63,13 @@ def make_grid(images: torch.Tensor, cols: int | None = None, min_cell: int = MIN
 
 @torch.no_grad()
 def sample(
-    G: Generator, z: torch.Tensor, res: int, fade: float, chunk: int = 64
+    G: Generator, z: torch.Tensor, res: int, fade: float, chunk: int = 64, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``G(z, res, fade)`` in chunks of ``chunk`` latents: ``float [N, 3, res, res]`` on z's device."""
-    return torch.cat([G(part, res, fade) for part in z.split(chunk)])
+    """``G(z, res, fade)`` in chunks of ``chunk`` latents: ``float [N, 3, res, res]`` on z's device.
+    ``labels``: a conditional G's classes, int64 ``[N]`` on z's device."""
+    if labels is None:
+        return torch.cat([G(part, res, fade) for part in z.split(chunk)])
+    return torch.cat([G(part, res, fade, y) for part, y in zip(z.split(chunk), labels.split(chunk))])
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

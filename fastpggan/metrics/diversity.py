@@ -195,15 +195,17 @@ def real_diversity(level: np.ndarray, hair: bool, n: int = DIVERSITY_SAMPLES,
 
 def measure_generator(
     G: torch.nn.Module, extra_z: torch.Tensor, res: int, fade: float | torch.Tensor,
-    real: DiversityStats, grid_images: torch.Tensor, chunk: int,
+    real: DiversityStats, grid_images: torch.Tensor, chunk: int, extra_labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`compare_diversity` of ``G``'s samples against ``real``: the grid's images (float
-    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled ``chunk``
-    latents at a time, each chunk reduced to its features at once (memory: one chunk of images).
-    Hair classes when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
+    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` (a conditional G:
+    of classes ``extra_labels``, int64 ``[M]``) sampled ``chunk`` latents at a time, each chunk
+    reduced to its features at once (memory: one chunk of images). Hair classes when ``real``
+    has them. No host sync: 0-d tensors on ``G``'s device."""
     hair = real.hair is not None
     parts = [diversity_features(grid_images, hair)]
-    parts += [diversity_features(sample(G, z, res, fade, chunk), hair) for z in extra_z.split(chunk)]
+    labels = extra_labels.split(chunk) if extra_labels is not None else [None] * len(extra_z.split(chunk))
+    parts += [diversity_features(sample(G, z, res, fade, chunk, y), hair) for z, y in zip(extra_z.split(chunk), labels)]
     return compare_diversity(diversity_stats(DiversityFeatures.cat(parts)), real)
 
 

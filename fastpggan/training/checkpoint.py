@@ -188,7 +188,8 @@ def generator_of(state: dict[str, Any], device: str | torch.device = "cpu") -> t
     """``G_ema`` of a loaded checkpoint ``state`` (:func:`load_checkpoint`; eval mode, on
     ``device``) and the resolution and fade it reached."""
     cfg = TrainConfig.from_dict(state["config"])
-    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
+    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl,
+                  label_size=cfg.label_size)
     G.load_state_dict(state["G_ema"])
     G.set_fused_scale(cfg.fused_scale_from)
     G.to(device).eval().requires_grad_(False)
