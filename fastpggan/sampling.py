@@ -161,6 +161,24 @@ def latents(n: int, dim: int, seed: int) -> Iterator[torch.Tensor]:
         left -= LATENT_CHUNK
 
 
+def class_chunks(n: int, chosen: list[int] | None, counts: list[int] | None, seed: int) -> Iterator[torch.Tensor]:
+    """A conditional G's classes for ``n`` samples, int64 ``[<=LATENT_CHUNK]`` chunks beside
+    :func:`latents`': sample ``i`` gets ``chosen[i % len(chosen)]``, or without ``chosen`` a class
+    drawn at the frequencies ``counts`` (images per class) from its own generator seeded from
+    ``seed``. Chunked like the latents, so sample ``i``'s class is the same whatever ``n``."""
+    g = torch.Generator().manual_seed(seed + 1_000_003)  # not the latents' stream
+    weights = torch.tensor(counts, dtype=torch.float64) if counts else None
+    done = 0
+    while done < n:
+        if chosen:
+            y = torch.tensor([chosen[i % len(chosen)] for i in range(done, done + LATENT_CHUNK)])
+        else:
+            assert weights is not None
+            y = torch.multinomial(weights, LATENT_CHUNK, replacement=True, generator=g)
+        yield y[: min(n - done, LATENT_CHUNK)]
+        done += LATENT_CHUNK
+
+
 def sheet_paths(out: Path, sheets: int) -> list[Path]:
     """``out`` itself for one sheet; ``out-001.png`` ... for several."""
     if sheets == 1:
