@@ -196,17 +196,41 @@ def real_diversity(level: np.ndarray, hair: bool, n: int = DIVERSITY_SAMPLES,
 def measure_generator(
     G: torch.nn.Module, extra_z: torch.Tensor, res: int, fade: float | torch.Tensor,
     real: DiversityStats, grid_images: torch.Tensor, chunk: int, extra_labels: torch.Tensor | None = None,
+    grid_labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`compare_diversity` of ``G``'s samples against ``real``: the grid's images (float
     ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` (a conditional G:
     of classes ``extra_labels``, int64 ``[M]``) sampled ``chunk`` latents at a time, each chunk
     reduced to its features at once (memory: one chunk of images). Hair classes when ``real``
-    has them. No host sync: 0-d tensors on ``G``'s device."""
+    has them; then, for a conditional G of the built-in faces (``grid_labels``, int64 ``[G]``,
+    the grid's classes, and ``extra_labels`` given), ``class_accuracy``: the share of samples
+    whose hair :func:`hair_classes` reads as the class they were made for (chance: 1/13).
+    No host sync: 0-d tensors on ``G``'s device."""
     hair = real.hair is not None
     parts = [diversity_features(grid_images, hair)]
     labels = extra_labels.split(chunk) if extra_labels is not None else [None] * len(extra_z.split(chunk))
     parts += [diversity_features(sample(G, z, res, fade, chunk, y), hair) for z, y in zip(extra_z.split(chunk), labels)]
-    return compare_diversity(diversity_stats(DiversityFeatures.cat(parts)), real)
+    f = DiversityFeatures.cat(parts)
+    out = compare_diversity(diversity_stats(f), real)
+    if hair and grid_labels is not None and extra_labels is not None:
+        asked = torch.cat([grid_labels, extra_labels]).to(f.hair.device)
+        out["class_accuracy"] = (f.hair == asked).float().mean()
+    return out
+
+
+@torch.no_grad()
+def class_accuracy(G: torch.nn.Module, res: int, fade: float, n_per_class: int, chunk: int = 64,
+                   seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A conditional generator of the built-in faces' hair colours (``G.label_size`` classes in
+    ``HAIR_NAMES`` order), ``res >= HAIR_MIN_RES``: float32 ``[K]``, per class ``c`` the share of
+    ``n_per_class`` samples made for ``c`` whose hair :func:`hair_classes` reads as ``c`` (chance
+    1/13). Latents from ``seed``; one host-free tensor on ``device``."""
+    K = G.label_size
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(K * n_per_class, G.latent_dim, generator=g).to(device)
+    labels = torch.arange(K).repeat_interleave(n_per_class).to(device)
+    read = torch.cat([hair_classes(sample(G, zc, res, fade, chunk, yc)) for zc, yc in zip(z.split(chunk), labels.split(chunk))])
+    return (read == labels).float().view(K, n_per_class).mean(1)
 
 
 DEFAULT_THRESHOLD = 0.75

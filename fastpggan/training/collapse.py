@@ -34,12 +34,13 @@ class CollapseMonitor:
     """Measures ``G_ema`` at a tick and keeps the watch.
 
     ``extra_z``: float32 ``[M, latent_dim]`` on the training device, the latents measured besides
-    the grid's (:func:`run_latents`), and for a conditional G their classes, int64 ``[M]``.
+    the grid's (:func:`run_latents`), and for a conditional G their classes, int64 ``[M]``, and
+    the grid's classes (``grid_labels``, int64 ``[grid]``).
     """
 
     def __init__(self, data: ImageData, extra_z: torch.Tensor, threshold: float,
-                 extra_labels: torch.Tensor | None = None) -> None:
-        self.data, self.extra_z, self.extra_labels = data, extra_z, extra_labels
+                 extra_labels: torch.Tensor | None = None, grid_labels: torch.Tensor | None = None) -> None:
+        self.data, self.extra_z, self.extra_labels, self.grid_labels = data, extra_z, extra_labels, grid_labels
         self.hair = data_has_hair_palette(data)
         self.watch = CollapseWatch(threshold)
         self._real: dict[int, DiversityStats] = {}
@@ -53,7 +54,7 @@ class CollapseMonitor:
         if res not in self._real:  # training never returns to a lower resolution
             self._real = {res: real_diversity(self.data.levels[res], self.hair, device=self.extra_z.device)}
         vals = measure_generator(G, self.extra_z, res, fade, self._real[res], grid_images, chunk,
-                                 self.extra_labels)
+                                 self.extra_labels, self.grid_labels)
         out = {k: round(v, 4) for k, v in zip(vals, torch.stack(list(vals.values())).tolist())}
         out["seconds"] = round(time.perf_counter() - t, 3)
         return out
@@ -64,10 +65,13 @@ class CollapseMonitor:
 
     @staticmethod
     def summary(values: dict[str, float]) -> str:
-        """The tick line's part: ``div colour 0.93 structure 1.01 nearest 0.98 hair 0.85``."""
+        """The tick line's part: ``div colour 0.93 structure 1.01 nearest 0.98 hair 0.85`` (and
+        ``class 0.91``: a conditional run's class accuracy on the built-in faces)."""
         parts = [f"{k} {values[k + '_ratio']:.2f}" for k in ("colour", "structure", "nearest")]
         if "hair_coverage" in values:
             parts.append(f"hair {values['hair_coverage']:.2f}")
+        if "class_accuracy" in values:
+            parts.append(f"class {values['class_accuracy']:.2f}")
         return "div " + " ".join(parts)
 
     def state_dict(self) -> dict[str, Any]:
@@ -106,7 +110,7 @@ def measure_checkpoint(
     reals. The values of the ``diversity`` record, without ``seconds``."""
     grid_z, grid_labels, extra_z, extra_labels = run_latents(cfg)
     on = lambda t: t.to(device) if t is not None else None  # noqa: E731
-    monitor = CollapseMonitor(data, extra_z.to(device), cfg.diversity_threshold, on(extra_labels))
+    monitor = CollapseMonitor(data, extra_z.to(device), cfg.diversity_threshold, on(extra_labels), on(grid_labels))
     chunk = cfg.batch[res]
     values = monitor.measure(G, res, fade, sample(G, grid_z.to(device), res, fade, chunk, on(grid_labels)), chunk)
     values.pop("seconds")

@@ -118,7 +118,7 @@ class Trainer:
         watch = cfg.diversity and self.dist.is_main and data.count >= 2  # a spread needs 2 reals
         self.collapse = CollapseMonitor(
             data, extra_z.to(self.device), cfg.diversity_threshold,
-            extra_labels.to(self.device) if extra_labels is not None else None,
+            extra_labels.to(self.device) if extra_labels is not None else None, self.grid_labels,
         ) if watch else None
         self.metric_points = MetricPoints(cfg, data, self.device, self.echo)
         self.progress = Progress.start(cfg)
