@@ -4,9 +4,12 @@ resumes exactly (one process and two under torchrun)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +17,9 @@ from PIL import Image
 from fastpggan.__main__ import main
 from fastpggan.data import load_data, open_source
 from fastpggan.data.faces import HAIR_NAMES
+from fastpggan.networks import Generator
 from fastpggan.training import TrainConfig, Trainer, latest_checkpoint, list_checkpoints, load_checkpoint
+from fastpggan.training.checkpoint import save_checkpoint
 
 from test_distributed import TINY as TINY8, _final_weights, _torchrun
 from test_train import _weights, tiny_config
@@ -119,3 +124,119 @@ def test_torchrun_conditional_run_resumes_exactly(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+# --- the collapse watch within each class, class accuracy at ticks ---------------------------
+def _face_maker(collapsed: int):
+    """A stand-in conditional G_ema: a fresh built-in face of the asked hair colour for every
+    latent, except class ``collapsed``, which always gets the same face (no variety within it)."""
+    from fastpggan.data.faces import render_face
+
+    def forward(z, res, fade, labels):
+        out = []
+        for zi, y in zip(z, labels.tolist()):
+            index = 0 if y == collapsed else 1000 + int(abs(float(zi[0])) * 1e6) % 100_000
+            out.append(torch.from_numpy(np.array(render_face(index, res, hair=y))).permute(2, 0, 1))
+        return torch.stack(out).float() / 127.5 - 1
+    return forward
+
+
+def test_a_class_that_lost_its_variety_is_named_and_class_accuracy_is_measured(tmp_path, monkeypatch):
+    from test_collapse_train import records
+    from fastpggan.metrics.diversity import RATIO_NAMES, CollapseWatch
+    from fastpggan.training import collapse as collapse_mod
+
+    monkeypatch.setattr(collapse_mod, "CollapseWatch", functools.partial(CollapseWatch, patience=2, arm_ticks=0))
+    data = load_data(open_source(None, 600), 16, tmp_path / "cache")  # 36+ reals per class
+    cfg = _cond_config(tmp_path / "run", data)
+    cfg = dataclasses.replace(cfg, num_faces=600, tick_kimg=0.048, log_kimg=0.048)
+    lines: list[str] = []
+    trainer = Trainer(cfg, data, echo=lines.append)
+    trainer.G_ema.forward = _face_maker(collapsed=3)  # red
+    assert trainer.run() == "done"
+    div = [r for r in records(Path(cfg.out), "diversity") if r["res"] == 16]
+    assert div and all(r["class_accuracy"] > 0.97 for r in div)  # the faces have the asked hair
+    assert all(r[f"red.{k}"] < 0.3 for r in div for k in ("colour_ratio", "nearest_ratio"))
+    warnings = [line for line in lines if "losing" in line]
+    assert len(warnings) == 1 and "samples of class 'red' are losing variety" in warnings[0], warnings
+    assert any("lowest class red" in line for line in lines)
+    state = trainer.collapse.state_dict()
+    assert state["classes"]["red"]["low"]["colour_ratio"] >= 2  # kept in checkpoints
+
+
+# --- generate --class ----------------------------------------------------------------------
+def _fitted_checkpoint(tmp_path: Path) -> Path:
+    """A tiny conditional 16 px run's checkpoint whose G_ema is then fitted, by regression, to
+    draw one built-in face per hair colour: a generator that certainly makes the asked class,
+    so the test checks generate's handling of --class, not how fast a GAN learns."""
+    from fastpggan.data.faces import render_face
+
+    out = tmp_path / "run"
+    assert main(["train", "--cond", "--res", "16", "--out", str(out), "--fade-kimg", "0.016", "--stable-kimg",
+                 "0.016", "--total-kimg", "0.08", *FACES[FACES.index("--fmap-base"):], "--batch", "8"]) == 0
+    path = latest_checkpoint(out)
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    G = Generator(16, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl="reference", label_size=13)
+    G.load_state_dict(state["G_ema"])
+    # the latent's weights held at 0 (the pixel norm, the LeakyReLU and the next pixel norm
+    # then leave the label alone to decide the image), so a few hundred steps fit the 13 faces
+    with torch.no_grad():
+        G.dense.weight[:, : cfg.latent_dim] = 0
+    G.dense.weight.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:, : cfg.latent_dim]),
+                                                         grad[:, cfg.latent_dim:]], 1))
+    target = torch.stack([torch.from_numpy(np.asarray(render_face(5, 16, hair=c))).permute(2, 0, 1)
+                          for c in range(13)]).float() / 127.5 - 1
+    opt = torch.optim.Adam(G.parameters(), lr=0.01)
+    G.train()
+    labels = torch.arange(13)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(700):
+        z = torch.randn(len(labels), cfg.latent_dim, generator=g)
+        loss = (G(z, 16, 1.0, labels) - target[labels]).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.03, loss.item()
+    state["G_ema"] = G.state_dict()
+    save_checkpoint({k: v for k, v in state.items() if k != "sha256"}, path)
+    return path
+
+
+def test_generate_class_gives_the_asked_class(tmp_path, capsys):
+    from fastpggan.metrics.diversity import hair_classes
+
+    ckpt = _fitted_checkpoint(tmp_path)
+    for spec, want in (("red", [3] * 6), ("7,blonde", [7, 2] * 3)):
+        png = tmp_path / f"{spec}.png"
+        assert main(["generate", "--ckpt", str(ckpt), "--n", "6", "--class", spec, "--out", str(png)]) == 0
+        sheet = np.asarray(Image.open(png))  # 3 x 2 cells of 64 px (16 px upscaled 4x), 1 px gaps
+        cells = [sheet[r * 65: r * 65 + 64: 4, c * 65: c * 65 + 64: 4] for r in range(2) for c in range(3)]
+        read = hair_classes(torch.from_numpy(np.stack(cells)).permute(0, 3, 1, 2).contiguous())
+        assert read.tolist() == want
+    assert "class red" in capsys.readouterr().out
+    # a walk stays in its class
+    gif = tmp_path / "walk.gif"
+    assert main(["generate", "--ckpt", str(ckpt), "--n", "1", "--class", "blue", "--interpolate", "2",
+                 "--out", str(gif)]) == 0
+    frames = Image.open(gif)
+    for k in range(frames.n_frames):
+        frames.seek(k)
+        cell = np.asarray(frames.convert("RGB"))[::4, ::4]
+        assert hair_classes(torch.from_numpy(cell).permute(2, 0, 1)[None].contiguous()).tolist() == [5]
+    # refusals: one line each, nothing written
+    capsys.readouterr()
+    assert main(["generate", "--ckpt", str(ckpt), "--class", "mauve", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--class 'mauve': no such class; the checkpoint's classes are 0:black-brown, 1:brown" in err
+    assert "\n" not in err and not (tmp_path / "x.png").exists()
+
+
+def test_class_on_an_unconditional_checkpoint_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--batch", "8", *TINY8]) == 0
+    capsys.readouterr()
+    png = tmp_path / "x.png"
+    assert main(["generate", "--ckpt", str(latest_checkpoint(out)), "--class", "red", "--out", str(png)]) == 2
+    assert "--class: this checkpoint is unconditional (trained without --cond)" in capsys.readouterr().err
+    assert not png.exists()

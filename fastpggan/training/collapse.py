@@ -15,6 +15,8 @@ import torch
 
 from fastpggan.data import ImageData
 from fastpggan.metrics.diversity import (
+    DIVERSITY_SAMPLES,
+    RATIO_NAMES,
     CollapseWatch,
     DiversityStats,
     diversity_latents,
@@ -44,6 +46,10 @@ class CollapseMonitor:
         self.hair = data_has_hair_palette(data)
         self.watch = CollapseWatch(threshold)
         self._real: dict[int, DiversityStats] = {}
+        # Conditional: the same watch within each class (its samples against its reals).
+        self.names = list(data.class_names) if grid_labels is not None else []
+        self.class_watches = [CollapseWatch(threshold, who=f"samples of class {n!r}") for n in self.names]
+        self._real_classes: dict[int, list[DiversityStats | None]] = {}
 
     def measure(
         self, G: torch.nn.Module, res: int, fade: float | torch.Tensor, grid_images: torch.Tensor, chunk: int
@@ -52,19 +58,44 @@ class CollapseMonitor:
         sync), rounded to 4 digits, and ``seconds`` (sampling the extra latents included)."""
         t = time.perf_counter()
         if res not in self._real:  # training never returns to a lower resolution
-            self._real = {res: real_diversity(self.data.levels[res], self.hair, device=self.extra_z.device)}
+            # as many reals as samples are measured (nearest distances shrink as a set grows)
+            n = len(self.extra_z) + (len(self.grid_labels) if self.grid_labels is not None else DIVERSITY_SAMPLES - len(self.extra_z))
+            self._real = {res: real_diversity(self.data.levels[res], self.hair, n, device=self.extra_z.device)}
+            if self.names:
+                self._real_classes = {res: self._class_reals(res)}
         vals = measure_generator(G, self.extra_z, res, fade, self._real[res], grid_images, chunk,
-                                 self.extra_labels, self.grid_labels)
+                                 self.extra_labels, self.grid_labels, self._real_classes.get(res))
         out = {k: round(v, 4) for k, v in zip(vals, torch.stack(list(vals.values())).tolist())}
+        for c, name in enumerate(self.names):  # class<c>_... keys named by the class
+            for k in RATIO_NAMES:
+                if f"class{c}_{k}" in out:
+                    out[f"{name}.{k}"] = out.pop(f"class{c}_{k}")
         out["seconds"] = round(time.perf_counter() - t, 3)
         return out
 
-    def check(self, values: dict[str, float]) -> str | None:
-        """Feed the watch one tick's values; a warning line or ``None``."""
-        return self.watch.update(values)
+    def _class_reals(self, res: int) -> list[DiversityStats | None]:
+        """Each class's reals, as many as the watch makes samples of it (``None``: under 2)."""
+        level, labels = self.data.levels[res], self.data.labels
+        asked = torch.cat([self.grid_labels.cpu(), self.extra_labels.cpu()])
+        out: list[DiversityStats | None] = []
+        for c in range(len(self.names)):
+            rows = (labels == c).nonzero()[0]
+            n = min(len(rows), int((asked == c).sum()))
+            out.append(real_diversity(level[rows], False, n, device=self.extra_z.device) if n >= 2 else None)
+        return out
 
-    @staticmethod
-    def summary(values: dict[str, float]) -> str:
+    def check(self, values: dict[str, float]) -> str | None:
+        """Feed the watch (and a conditional run's watch of each class) one tick's values; the
+        warning lines (one per watch that warns) or ``None``."""
+        lines = [self.watch.update(values)]
+        for name, watch in zip(self.names, self.class_watches):
+            mine = {k: values[f"{name}.{k}"] for k in RATIO_NAMES if f"{name}.{k}" in values}
+            if mine:
+                lines.append(watch.update(mine))
+        said = [line for line in lines if line is not None]
+        return "\n".join(said) if said else None
+
+    def summary(self, values: dict[str, float]) -> str:
         """The tick line's part: ``div colour 0.93 structure 1.01 nearest 0.98 hair 0.85`` (and
         ``class 0.91``: a conditional run's class accuracy on the built-in faces)."""
         parts = [f"{k} {values[k + '_ratio']:.2f}" for k in ("colour", "structure", "nearest")]
@@ -72,13 +103,25 @@ class CollapseMonitor:
             parts.append(f"hair {values['hair_coverage']:.2f}")
         if "class_accuracy" in values:
             parts.append(f"class {values['class_accuracy']:.2f}")
+        per = [(values[f"{n}.{k}"], n) for n in self.names for k in RATIO_NAMES if f"{n}.{k}" in values]
+        if per:
+            low, name = min(per)
+            parts.append(f"lowest class {name} {low:.2f}")
         return "div " + " ".join(parts)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.watch.state_dict()
+        state = self.watch.state_dict()
+        if self.names:
+            state["classes"] = {n: w.state_dict() for n, w in zip(self.names, self.class_watches)}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.watch.load_state_dict(state)
+        for name, watch in zip(self.names, self.class_watches):
+            watch.load_state_dict(state.get("classes", {}).get(name, {}))
+
+
+PER_CLASS = 32  # a conditional run's collapse watch measures at least this many samples per class
 
 
 def run_latents(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
@@ -87,7 +130,8 @@ def run_latents(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None, to
     :func:`fastpggan.metrics.diversity.diversity_latents`'). Conditional: the grid is one row
     per class, the same ``cfg.grid`` latents in every row (float32 ``[K * grid, D]``, int64
     ``[K * grid]``), and the extra latents' classes are drawn at the data's frequencies
-    (``cfg.class_counts``) from ``cfg.seed + 3``. The trainer and ``evaluate`` both take them
+    (``cfg.class_counts``) from ``cfg.seed + 3``, then topped up with latents of the classes
+    that have fewer than :data:`PER_CLASS` samples. The trainer and ``evaluate`` both take them
     from here."""
     grid_z, extra_z = diversity_latents(cfg.grid**2, cfg.latent_dim, cfg.seed)
     K = cfg.label_size
@@ -96,10 +140,13 @@ def run_latents(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None, to
     grid_labels = torch.arange(K).repeat_interleave(cfg.grid)
     counts = torch.tensor(cfg.class_counts or [1] * K, dtype=torch.float64)
     g = torch.Generator().manual_seed(cfg.seed + 3)
-    extra_labels = torch.zeros(0, dtype=torch.int64)
-    if len(extra_z):
-        extra_labels = torch.multinomial(counts, len(extra_z), replacement=True, generator=g)
-    return grid_z[: cfg.grid].repeat(K, 1), grid_labels, extra_z, extra_labels
+    extra_labels = torch.multinomial(counts, max(len(extra_z), 1), replacement=True, generator=g)[: len(extra_z)]
+    # every class gets at least PER_CLASS samples, so that its own measure is not mere noise
+    have = torch.bincount(torch.cat([grid_labels, extra_labels]), minlength=K)
+    top_up = torch.arange(K).repeat_interleave((PER_CLASS - have).clamp_min(0))
+    extra_labels = torch.cat([extra_labels, top_up])
+    more = torch.randn(len(top_up), cfg.latent_dim, generator=g)
+    return grid_z[: cfg.grid].repeat(K, 1), grid_labels, torch.cat([extra_z, more]), extra_labels
 
 
 def measure_checkpoint(

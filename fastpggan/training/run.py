@@ -302,8 +302,8 @@ class Run:
                 f"{kind} {pr.images / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
                 f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{div}"
             )
-            if warning is not None:
-                self.echo(warning)
+            for line in (warning or "").splitlines():  # a conditional run may warn for several classes
+                self.echo(line)
         if due.tick:
             pr.next_tick = pr.next_multiple(self.cfg.tick_kimg)
             pr.ticks += 1
@@ -327,8 +327,8 @@ class Run:
         self.log.record("diversity", images, res=res, fade=round(pos.fade, 4), **vals)
         warning = collapse.check(vals)
         self.progress.diversity_watch = collapse.state_dict()
-        if warning is not None:
-            self.log.record("event", images, event="diversity warning", message=warning)
+        for line in (warning or "").splitlines():
+            self.log.record("event", images, event="diversity warning", message=line)
         return "  " + collapse.summary(vals), warning
 
     def _on_metric(self, pos: Position) -> None:
