@@ -240,3 +240,12 @@ def test_class_on_an_unconditional_checkpoint_is_a_usage_error(tmp_path, capsys)
     assert main(["generate", "--ckpt", str(latest_checkpoint(out)), "--class", "red", "--out", str(png)]) == 2
     assert "--class: this checkpoint is unconditional (trained without --cond)" in capsys.readouterr().err
     assert not png.exists()
+
+
+def test_metric_points_of_a_conditional_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--cond", "--res", "16", "--out", str(out), "--fade-kimg", "0.016", "--stable-kimg", "0.016",
+                 "--total-kimg", "0.08", *FACES[FACES.index("--fmap-base"):], "--batch", "8",
+                 "--metric-every", "0.04", "--metric-n", "16"]) == 0
+    metrics = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"metric"' in line]
+    assert any("swd_x1e3_avg" in r for r in metrics)
