@@ -249,3 +249,19 @@ def test_metric_points_of_a_conditional_run(tmp_path, capsys):
                  "--metric-every", "0.04", "--metric-n", "16"]) == 0
     metrics = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"metric"' in line]
     assert any("swd_x1e3_avg" in r for r in metrics)
+
+
+def test_several_classes_losing_variety_make_one_line(tmp_path):
+    from fastpggan.training.collapse import CollapseMonitor
+
+    data = load_data(open_source(None, 64), 16)
+    z = torch.zeros(40, 16)
+    monitor = CollapseMonitor(data, z, 0.75, torch.zeros(40, dtype=torch.int64), torch.arange(13))
+    monitor.class_watches = [type(w)(0.75, patience=1, arm_ticks=0, who=w.who) for w in monitor.class_watches]
+    values = {f"{n}.colour_ratio": (0.5 if n in ("red", "blue") else 1.0) for n in HAIR_NAMES}
+    line = monitor.check(values)
+    assert line is not None and "\n" not in line
+    assert line.startswith("warning: samples of 2 classes are losing variety") and "red colour 0.50; blue colour 0.50" in line
+    values["blue.colour_ratio"] = 1.0
+    values["red.colour_ratio"] = 0.3  # worse: warns again, for red alone
+    assert monitor.check(values).startswith("warning: samples of class 'red' are losing even more variety")

@@ -276,6 +276,7 @@ class CollapseWatch:
             raise ValueError(f"patience must be >= 1 and arm_ticks >= 0, got {patience}, {arm_ticks}")
         self.threshold, self.patience, self.worsen, self.arm_ticks = threshold, patience, worsen, arm_ticks
         self.who = who  # what the warning names: "samples", or e.g. "samples of class 'red'"
+        self.last_warned: dict[str, float] = {}
         self.ticks = 0
         self.armed: dict[str, bool] = {}
         self.high: dict[str, int] = {}  # consecutive ticks at or above the threshold, per ratio
@@ -309,6 +310,7 @@ class CollapseWatch:
             return None
         again = self.warned_at is not None
         self.warned_at = worst
+        self.last_warned = dict(low)  # what this warning is about (CollapseMonitor merges classes')
         shown = ", ".join(f"{k.removesuffix('_ratio')} {v:.2f}" for k, v in low.items())
         return (
             f"warning: {self.who} {'are losing even more' if again else 'are losing'} variety (mode collapse?): "

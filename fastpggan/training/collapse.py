@@ -88,10 +88,23 @@ class CollapseMonitor:
         """Feed the watch (and a conditional run's watch of each class) one tick's values; the
         warning lines (one per watch that warns) or ``None``."""
         lines = [self.watch.update(values)]
+        classes = []  # (name, warning) of the classes whose watch warns this tick
         for name, watch in zip(self.names, self.class_watches):
             mine = {k: values[f"{name}.{k}"] for k in RATIO_NAMES if f"{name}.{k}" in values}
-            if mine:
-                lines.append(watch.update(mine))
+            if mine and (line := watch.update(mine)) is not None:
+                classes.append((name, line))
+        if len(classes) == 1:
+            lines.append(classes[0][1])
+        elif classes:  # one line for them all: a collapse of every class is one event
+            watches = dict(zip(self.names, self.class_watches))
+            shown = "; ".join(
+                f"{name} " + ", ".join(f"{k.removesuffix('_ratio')} {v:.2f}" for k, v in watches[name].last_warned.items())
+                for name, _ in classes)
+            lines.append(
+                f"warning: samples of {len(classes)} classes are losing variety (mode collapse?), against "
+                f"each class's reals: {shown} (below {self.watch.threshold:g} for {self.watch.patience}+ ticks). "
+                "Try a larger batch (--batch), a lower learning rate (--lr), or resume from an earlier "
+                "checkpoint (--resume PATH) and look at the sample grids.")
         said = [line for line in lines if line is not None]
         return "\n".join(said) if said else None
 
