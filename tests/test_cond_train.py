@@ -265,3 +265,22 @@ def test_several_classes_losing_variety_make_one_line(tmp_path):
     values["blue.colour_ratio"] = 1.0
     values["red.colour_ratio"] = 0.3  # worse: warns again, for red alone
     assert monitor.check(values).startswith("warning: samples of class 'red' are losing even more variety")
+
+
+def test_evaluate_a_conditional_checkpoint_per_class(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--cond", "--res", "16", "--out", str(out), "--fade-kimg", "0.016", "--stable-kimg", "0.016",
+                 "--total-kimg", "0.064", *FACES[FACES.index("--fmap-base"):], "--batch", "8"]) == 0
+    capsys.readouterr()
+    res_json = tmp_path / "e.json"
+    assert main(["evaluate", "--ckpt", str(latest_checkpoint(out)), "--n", "26", "--metric", "swd,diversity",
+                 "--out", str(res_json)]) == 0
+    r = json.loads(res_json.read_text())["results"]
+    assert set(r["per_class"]) == set(HAIR_NAMES) and 0 <= r["class_accuracy"] <= 1
+    assert all(0 <= v["class_accuracy"] <= 1 for v in r["per_class"].values())
+    # each class's SWD on its own reals (n: at most the class's images); white has 1 of the 48
+    # faces, too few for a measure
+    counts = dict(zip(HAIR_NAMES, load_data(open_source(None, 48), 8).class_counts()))
+    for name, v in r["per_class"].items():
+        assert ("swd_x1e3_avg" in v) == (counts[name] >= 2) and v.get("n", counts[name]) == min(26, counts[name])
+    assert "watch_class_accuracy" in r and "red.colour_ratio" in r

@@ -12,7 +12,8 @@ drawn at the training data's frequencies, then ``per_class``: each metric per cl
 class's samples against its reals (``n``: up to ``--n``, at most the class's images). On the
 built-in faces (16 px and up) also ``class_accuracy``, overall and per class: the share of
 samples made for hair colour c whose hair the collapse watch's classifier reads as c (chance
-1/13), on ``--n / classes`` samples per class.
+1/13), on ``--n / classes`` samples per class (with ``--metric diversity`` the tick's own figure,
+on the watch's latents, is ``watch_class_accuracy``).
 """
 
 from __future__ import annotations
@@ -183,7 +184,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             dataset_id=data_identity(data), progress=sys.stderr.isatty(),
         ))
     if "diversity" in metrics:
-        results.update(measure_checkpoint(G, cfg, data, res, fade, device))
+        watched = measure_checkpoint(G, cfg, data, res, fade, device)
+        if "class_accuracy" in watched:  # the tick's figure, on the watch's latents
+            watched["watch_class_accuracy"] = watched.pop("class_accuracy")
+        results.update(watched)
     if G.label_size:
         results.update(_per_class(G, cfg, data, res, fade, quality, args, cache_dir, device))
     result = {
