@@ -185,7 +185,7 @@ def _fitted_checkpoint(tmp_path: Path) -> Path:
         G.dense.weight[:, : cfg.latent_dim] = 0
     G.dense.weight.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:, : cfg.latent_dim]),
                                                          grad[:, cfg.latent_dim:]], 1))
-    target = torch.stack([torch.from_numpy(np.asarray(render_face(5, 16, hair=c))).permute(2, 0, 1)
+    target = torch.stack([torch.from_numpy(np.array(render_face(5, 16, hair=c))).permute(2, 0, 1)
                           for c in range(13)]).float() / 127.5 - 1
     opt = torch.optim.Adam(G.parameters(), lr=0.01)
     G.train()

@@ -86,6 +86,8 @@ class Trainer:
         self.device = self.dist.device(cfg.device)
         self.schedule = cfg.schedule()
         torch.manual_seed(cfg.seed)  # weight init
+        if cfg.cond and not cfg.classes:
+            raise ValueError("cfg.cond needs cfg.classes (the train command takes them from the data)")
         K = cfg.label_size
         self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl, label_size=K)
         self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl,
