@@ -222,7 +222,7 @@ def test_generate_class_gives_the_asked_class(tmp_path, capsys):
     frames = Image.open(gif)
     for k in range(frames.n_frames):
         frames.seek(k)
-        cell = np.asarray(frames.convert("RGB"))[::4, ::4]
+        cell = np.array(frames.convert("RGB"))[::4, ::4]
         assert hair_classes(torch.from_numpy(cell).permute(2, 0, 1)[None].contiguous()).tolist() == [5]
     # refusals: one line each, nothing written
     capsys.readouterr()
