@@ -284,3 +284,20 @@ def test_evaluate_a_conditional_checkpoint_per_class(tmp_path, capsys):
     for name, v in r["per_class"].items():
         assert ("swd_x1e3_avg" in v) == (counts[name] >= 2) and v.get("n", counts[name]) == min(26, counts[name])
     assert "watch_class_accuracy" in r and "red.colour_ratio" in r
+
+
+def test_a_zip_with_a_labels_file_trains(tmp_path, capsys):
+    import zipfile
+
+    images = _folder(tmp_path / "imgs", {f"{k}.png": 30 * k for k in range(6)})
+    zpath = tmp_path / "data.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for k in range(6):
+            z.write(images / f"{k}.png", f"{k}.png")
+        z.writestr("dataset.json", json.dumps({"labels": [[f"{k}.png", k % 2] for k in range(6)],
+                                               "class_names": ["even", "odd"]}))
+    out = tmp_path / "run"
+    assert main(["train", "--cond", "--data", str(zpath), "--out", str(out), "--batch", "2", *TINY8,
+                 "--total-kimg", "0.04"]) == 0
+    assert "classes: 2 (even 3, odd 3)" in capsys.readouterr().out
+    assert load_checkpoint(latest_checkpoint(out))["config"]["classes"] == ["even", "odd"]
