@@ -14,6 +14,10 @@ over each k x k block, ``upsample(grad) / k**2``, whose norm is ``||grad|| / k``
 penalty is computed here at the current resolution as ``(||grad|| / k - target)**2``
 (``upscale=k``) without ever building an R x R tensor; ``upscale=1`` is the penalty with
 respect to the current-resolution image (the seed article's form).
+
+Conditional training (the authors' ``D_wgangp_acgan``/``G_wgan_acgan``) adds
+:func:`label_term`, ``cond_weight * mean(CE(logits, labels))`` (softmax cross-entropy), to the
+reals' and the fakes' terms of D's loss and to G's loss; the penalty uses the score alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ Critic = Callable[..., torch.Tensor]
 GP_LAMBDA = 10.0
 GP_TARGET = 1.0
 DRIFT = 1e-3
+COND_WEIGHT = 1.0  # the authors' weight of the label cross-entropy terms
 # Added under the square root of the gradient norm so that an exactly-zero gradient gives a
 # finite (zero) derivative instead of NaN; negligible against norms near the target of 1.
 _NORM_EPS = 1e-12
@@ -163,3 +168,9 @@ def d_loss_wgan_gp(
 def g_loss_wgan(D: Critic, fake: torch.Tensor, fade: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Generator loss ``-mean(D(fake))`` (scalar); gradients flow into ``fake``."""
     return -D(fake, fade).mean()
+
+
+def label_term(logits: torch.Tensor, labels: torch.Tensor, cond_weight: float = COND_WEIGHT) -> torch.Tensor:
+    """``cond_weight * mean_n CE(logits_n, labels_n)``: softmax cross-entropy of D's label
+    logits ``[N, K]`` (float32 or float64) against class indices int64 ``[N]``; 0-d."""
+    return cond_weight * torch.nn.functional.cross_entropy(logits, labels)

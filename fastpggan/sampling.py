@@ -63,10 +63,13 @@ def make_grid(images: torch.Tensor, cols: int | None = None, min_cell: int = MIN
 
 @torch.no_grad()
 def sample(
-    G: Generator, z: torch.Tensor, res: int, fade: float, chunk: int = 64
+    G: Generator, z: torch.Tensor, res: int, fade: float, chunk: int = 64, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``G(z, res, fade)`` in chunks of ``chunk`` latents: ``float [N, 3, res, res]`` on z's device."""
-    return torch.cat([G(part, res, fade) for part in z.split(chunk)])
+    """``G(z, res, fade)`` in chunks of ``chunk`` latents: ``float [N, 3, res, res]`` on z's device.
+    ``labels``: a conditional G's classes, int64 ``[N]`` on z's device."""
+    if labels is None:
+        return torch.cat([G(part, res, fade) for part in z.split(chunk)])
+    return torch.cat([G(part, res, fade, y) for part, y in zip(z.split(chunk), labels.split(chunk))])
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -156,6 +159,24 @@ def latents(n: int, dim: int, seed: int) -> Iterator[torch.Tensor]:
         z = torch.randn(LATENT_CHUNK, dim, generator=g)
         yield z[: min(left, LATENT_CHUNK)]
         left -= LATENT_CHUNK
+
+
+def class_chunks(n: int, chosen: list[int] | None, counts: list[int] | None, seed: int) -> Iterator[torch.Tensor]:
+    """A conditional G's classes for ``n`` samples, int64 ``[<=LATENT_CHUNK]`` chunks beside
+    :func:`latents`': sample ``i`` gets ``chosen[i % len(chosen)]``, or without ``chosen`` a class
+    drawn at the frequencies ``counts`` (images per class) from its own generator seeded from
+    ``seed``. Chunked like the latents, so sample ``i``'s class is the same whatever ``n``."""
+    g = torch.Generator().manual_seed(seed + 1_000_003)  # not the latents' stream
+    weights = torch.tensor(counts, dtype=torch.float64) if counts else None
+    done = 0
+    while done < n:
+        if chosen:
+            y = torch.tensor([chosen[i % len(chosen)] for i in range(done, done + LATENT_CHUNK)])
+        else:
+            assert weights is not None
+            y = torch.multinomial(weights, LATENT_CHUNK, replacement=True, generator=g)
+        yield y[: min(n - done, LATENT_CHUNK)]
+        done += LATENT_CHUNK
 
 
 def sheet_paths(out: Path, sheets: int) -> list[Path]:

@@ -6,6 +6,14 @@
 reached against ``N`` reals from the data pipeline (box-filtered to that resolution, the run's
 decoded-image cache reused), prints the results as JSON and writes them to ``--out``.
 Every check that can fail runs before images are decoded or sampled (one line, exit code 2).
+
+A conditional checkpoint (``train --cond``): the metrics over all classes, the samples' classes
+drawn at the training data's frequencies, then ``per_class``: each metric per class, that
+class's samples against its reals (``n``: up to ``--n``, at most the class's images). On the
+built-in faces (16 px and up) also ``class_accuracy``, overall and per class: the share of
+samples made for hair colour c whose hair the collapse watch's classifier reads as c (chance
+1/13), on ``--n / classes`` samples per class (with ``--metric diversity`` the tick's own figure,
+on the watch's latents, is ``watch_class_accuracy``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from fastpggan.commands.common import (
 )
 from fastpggan.data import DataError, load_data, open_source
 from fastpggan.errors import UsageError, usage_errors
-from fastpggan.metrics.evaluate import METRICS, evaluate_generator
+from fastpggan.data.faces import HAIR_NAMES
+from fastpggan.metrics.diversity import HAIR_MIN_RES, class_accuracy
+from fastpggan.metrics.evaluate import METRICS, ClassConditioned, evaluate_generator
 from fastpggan.metrics.reals import data_identity, real_batches, repeats
 from fastpggan.ranges import Limit
 from fastpggan.training.checkpoint import load_checkpoint, load_generator
@@ -105,6 +115,36 @@ def _out_file(out: str | None) -> Path | None:
     return path
 
 
+def _per_class(G, cfg: TrainConfig, data, res: int, fade: float, quality: list[str],
+               args: argparse.Namespace, cache_dir: Path, device: torch.device) -> dict[str, Any]:
+    """A conditional ``G``'s per-class numbers (see the module doc): ``{"per_class": {name:
+    {metric: value, "n": reals}}}`` and, on the built-in faces, ``class_accuracy``."""
+    names = list(cfg.classes or [])
+    per: dict[str, dict[str, float]] = {name: {} for name in names}
+    out: dict[str, Any] = {"per_class": per}
+    labels = data.labels if data.labels is not None and tuple(data.class_names) == tuple(names) else None
+    for c, name in enumerate(names):
+        if not quality or labels is None:
+            break
+        rows = (labels == c).nonzero()[0]
+        n = min(args.n, len(rows))
+        if n < 2:
+            continue
+        level = data.levels[res][rows]  # this class's reals only
+        per[name].update(evaluate_generator(
+            ClassConditioned(G, [1] * G.label_size, only=c), real_batches(level, n, args.batch), res=res,
+            metrics=quality, num_images=n, fade=fade, batch_size=args.batch, seed=args.seed,
+            device=device, inception_weights=args.inception_weights, progress=False,
+        ))
+        per[name]["n"] = n
+    if data.source.kind == "faces" and res >= HAIR_MIN_RES and names == list(HAIR_NAMES):
+        acc = class_accuracy(G, res, fade, max(1, args.n // len(names)), args.batch, args.seed, device).tolist()
+        out["class_accuracy"] = round(sum(acc) / len(acc), 4)
+        for name, a in zip(names, acc):
+            per[name]["class_accuracy"] = round(a, 4)
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate`` command: validates everything, then evaluates; returns the exit code."""
     with usage_errors():
@@ -138,16 +178,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"note: --n {args.n} is more than the {data.count} images of {source.describe()}; "
               "reals are repeated", file=sys.stderr)
     G, res, fade = load_generator(ckpt, device, args.impl)
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    overall = ClassConditioned(G, cfg.class_counts or [1] * G.label_size, seed=args.seed) if G.label_size else G
     if quality:
         results.update(evaluate_generator(
-            G, real_batches(data.levels[res], args.n, args.batch), res=res, metrics=quality,
+            overall, real_batches(data.levels[res], args.n, args.batch), res=res, metrics=quality,
             num_images=args.n, fade=fade, batch_size=args.batch, seed=args.seed, device=device,
             inception_weights=args.inception_weights, cache_dir=cache_dir,
             dataset_id=data_identity(data), progress=sys.stderr.isatty(),
         ))
     if "diversity" in metrics:
-        results.update(measure_checkpoint(G, cfg, data, res, fade, device))
+        watched = measure_checkpoint(G, cfg, data, res, fade, device)
+        if "class_accuracy" in watched:  # the tick's figure, on the watch's latents
+            watched["watch_class_accuracy"] = watched.pop("class_accuracy")
+        results.update(watched)
+    if G.label_size:
+        results.update(_per_class(G, cfg, data, res, fade, quality, args, cache_dir, device))
     result = {
         "ckpt": str(ckpt), "data": source.describe(), "res": res, "fade": round(fade, 4),
         "kimg": images_seen / 1000, "n": args.n, "seed": args.seed, "metrics": list(metrics),

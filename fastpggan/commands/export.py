@@ -24,8 +24,8 @@ one line (exit code 1) and writes nothing (for ``--uint8``: any level off, excep
 where G_ema's value lies within the tolerance of a rounding boundary). The file is written
 atomically.
 
-A conditional checkpoint's label input is not exported yet: conditional training has not
-landed; ``class_names`` is ``[]`` (no label input).
+A conditional checkpoint (``train --cond``) is refused with one line: its label input is not
+exported yet; ``class_names`` is ``[]`` (no label input).
 """
 
 from __future__ import annotations
@@ -287,6 +287,9 @@ def run_export(args: argparse.Namespace) -> int:
     ckpt = Path(args.ckpt)
     state = load_checkpoint(ckpt)
     G, res, fade = generator_of(state, "cpu")
+    if G.label_size:
+        raise UsageError(f"{printable(str(ckpt))} is a conditional checkpoint ({G.label_size} classes): "
+                         "export does not take a label input yet")
     G.set_impl("reference")
     model = ExportedGenerator(G, res, fade, args.uint8)
     meta = metadata(G, res, fade, args.uint8, ckpt, state["progress"]["images"], fmt)

@@ -11,6 +11,7 @@ a full disk) raises :class:`~fastpggan.errors.RunStopped` (one line, exit code 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import warnings
@@ -30,7 +31,7 @@ from fastpggan.commands.common import (
 )
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
-from fastpggan.data import DataError, Source, load_data, open_source
+from fastpggan.data import DataError, ImageData, Source, check_labels, load_data, open_source
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import describe_impl
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
@@ -161,6 +162,21 @@ def pick_checkpoint(
         except ResumeRefused as e:  # the checkpoint's name after the reason
             raise UsageError(f"{e} (checkpoint {printable(str(path))})") from None
     return state, path, damaged
+
+
+def _with_classes(cfg: TrainConfig, data: ImageData, state: dict[str, Any] | None, path: Path | None) -> TrainConfig:
+    """``--cond``: the data's classes and image counts in the config; ``UsageError`` (one line)
+    when its labels cannot train (:func:`fastpggan.data.check_labels`) or a resumed run learnt
+    other classes. Nothing is written."""
+    with usage_errors(DataError, prefix="--cond: "):
+        check_labels(data)
+    cfg = dataclasses.replace(cfg, classes=list(data.class_names), class_counts=data.class_counts())
+    if state is not None:
+        try:
+            resume_changes(state["config"], cfg, state["progress"]["images"])
+        except ResumeRefused as e:
+            raise UsageError(f"{e} (checkpoint {printable(str(path))})") from None
+    return cfg
 
 
 def _lock(out: Path, dist: Distributed) -> tuple[RunLock | None, str | None]:
@@ -306,6 +322,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
             dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
         with usage_errors(DataError):
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
+        if cfg.cond:
+            cfg = _with_classes(cfg, data, state, path)
     except (UsageError, DiskFullError, Interrupted):
         if created and dist.is_main:  # leave no trace of a run that never started
             for p in out.iterdir():
@@ -325,6 +343,9 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(few)
     if (slow := _slow_average(cfg)) is not None:
         echo(slow)
+    if cfg.cond:
+        shown = ", ".join(f"{printable(c)} {n}" for c, n in zip(cfg.classes or [], cfg.class_counts or []))
+        echo(f"classes: {cfg.label_size} ({shown})")
     echo(describe_impl(cfg.impl, cfg.device))
     device_type = torch.device(cfg.device).type
     capability = torch.cuda.get_device_capability() if device_type == "cuda" else None

@@ -5,10 +5,11 @@ Public names:
     open_source(data, num_faces, seed)  resolve ``--data`` into a :class:`Source` (``dataset``)
     load_data(source, R, cache_dir)     decode once -> per-resolution ``uint8`` arrays
     RealBatches, EpochDraws, step_batch per-step real minibatches, epoch by epoch (``feed``)
+    check_labels(data)                  can a conditional run use its labels? (``dataset``)
     DataError                           unusable data path (one-line message)
 """
 
-from fastpggan.data.dataset import DataError, ImageData, Source, load_data, open_source
+from fastpggan.data.dataset import DataError, ImageData, Source, check_labels, load_data, open_source
 from fastpggan.data.faces import render_face
 from fastpggan.data.feed import EpochDraws, RealBatches, step_batch
 
@@ -18,6 +19,7 @@ __all__ = [
     "ImageData",
     "RealBatches",
     "Source",
+    "check_labels",
     "load_data",
     "open_source",
     "render_face",

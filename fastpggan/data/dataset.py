@@ -7,6 +7,15 @@ average of the one above, as the authors' dataset tool does). With a ``cache_dir
 ``.npy`` files under a folder named by a hash of the source (file names, sizes, modification
 times), memory-mapped on later runs so a restart does not decode again.
 
+Labels (for conditional training) travel with the images, into the cache: one class index per
+decoded image (``-1``: none) and the class names. Where they come from: the built-in faces' hair
+colour (known by construction: :data:`fastpggan.data.faces.HAIR_NAMES`); a labels file,
+``dataset.json`` at the top of the folder or zip, ``{"labels": [["rel/path.png", 3], ...]}`` (as
+stylegan2-ada-pytorch's dataset tool writes it) with optional ``"class_names": ["cat", ...]``;
+else the subfolder convention, ``DIR/<class>/**/*.png`` (as torchvision's ``ImageFolder``): the
+class is the first folder of the path, classes in sorted order. An unconditional run ignores
+them; :func:`check_labels` says whether a conditional one can use them.
+
 Files that cannot be decoded are skipped, counted and reported once; so are links that point
 nowhere, link loops and entries that cannot be read (found while listing the folder), folders
 that cannot be listed (reported as folders), members of a zip whose name an earlier member
@@ -54,13 +63,16 @@ from PIL import Image
 from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
 from fastpggan.console import one_line
 from fastpggan.errors import ignore_stop_signals, stop_signals_blocked
-from fastpggan.data.faces import FACES_VERSION, face_array
+from fastpggan.data.faces import FACES_VERSION, HAIR_NAMES, face_array, hair_class
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
 # Bump when decoding or the cache layout changes, so older caches are not reused.
-# 2: meta.json carries the arrays' rows, sizes and block checksums; EXIF orientation applied.
+# 2: meta.json carries the arrays' rows, sizes and block checksums; EXIF orientation applied;
+# labels and class names in the cache.
 CACHE_VERSION = 2
 FACES = "faces"
+LABELS_FILE = "dataset.json"
+LABELS_NPY = "labels.npy"  # in a cache: one class index per image, -1 for none
 # A CRC-32 per this many bytes of each cache file: small enough that blocks are checked in
 # parallel, large enough that meta.json stays small (~800 entries for a 13 GB cache).
 CHECK_BLOCK = 1 << 24
@@ -96,6 +108,13 @@ class Source:
     broken: tuple[tuple[str, str], ...] = ()
     unlisted: tuple[tuple[str, str], ...] = ()
     duplicates: tuple[str, ...] = ()
+    # One class index per name (-1: no label), the class names, where they came from
+    # ("faces", "dataset.json", "folders" or "" for none) and, for a labels file that cannot be
+    # used, why (said only when a conditional run asks for the labels).
+    labels: tuple[int, ...] = ()
+    class_names: tuple[str, ...] = ()
+    label_source: str = ""
+    label_error: str = ""
 
     def __len__(self) -> int:
         return self.count if self.kind == FACES else len(self.names)
@@ -119,7 +138,15 @@ class Source:
             h.update(json.dumps(["unlisted", name]).encode())
         for name in self.duplicates:
             h.update(json.dumps(["duplicate", name]).encode())
+        if self.label_source and self.label_source != FACES:
+            h.update(json.dumps([self.label_source, self.labels, self.class_names, self.label_error]).encode())
         return h.hexdigest()[:20]
+
+    def label_of(self, i: int) -> int:
+        """Entry ``i``'s class index, ``-1`` when it has none."""
+        if self.kind == FACES:
+            return hair_class(i, self.seed)
+        return self.labels[i] if self.labels else -1
 
     def identity(self) -> list:
         """What stays the same when the files change: which cached arrays a newer cache of
@@ -141,7 +168,7 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
     if data is None or data == FACES:
         if num_faces <= 0:
             raise DataError(f"the number of built-in faces must be positive, got {num_faces}")
-        return Source(FACES, count=num_faces, seed=faces_seed)
+        return Source(FACES, count=num_faces, seed=faces_seed, class_names=HAIR_NAMES, label_source=FACES)
     p = Path(data).expanduser()
     if not p.exists():
         raise DataError(f"data path {data!r} does not exist")
@@ -149,29 +176,87 @@ def open_source(data: str | None, num_faces: int = 10000, faces_seed: int = 0) -
         found, broken, unlisted = _walk_folder(p)
         if not found and not broken and not unlisted:
             raise DataError(f"data folder {one_line(data)!r} holds no files")
+        text = None
+        if any(n == LABELS_FILE for n, _ in found):
+            try:
+                text = (p / LABELS_FILE).read_bytes()
+            except OSError as e:
+                text = e
+        found = [(n, st) for n, st in found if n != LABELS_FILE]
+        names = tuple(n for n, _ in found)
         return Source(
-            "folder", str(p.resolve()), tuple(n for n, _ in found),
+            "folder", str(p.resolve()), names,
             _stamps=tuple(st for _, st in found), broken=tuple(broken), unlisted=tuple(unlisted),
+            **_labels_of(names, text),
         )
     if p.suffix.lower() == ".zip":
+        text = None
         try:
             with zipfile.ZipFile(p) as z:
                 infos = [i for i in z.infolist() if not i.is_dir() and not _is_hidden(i.filename)]
+                if any(i.filename == LABELS_FILE for i in infos):
+                    try:
+                        text = z.read(LABELS_FILE)
+                    except (zipfile.BadZipFile, OSError) as e:
+                        text = e
         except (zipfile.BadZipFile, OSError) as e:
             raise DataError(f"data zip {data!r} cannot be read: {e}") from None
-        infos.sort(key=lambda i: i.filename)  # stable: members of one name keep the archive's order
+        # stable: members of one name keep the archive's order
+        infos = sorted((i for i in infos if i.filename != LABELS_FILE), key=lambda i: i.filename)
         if not infos:
             raise DataError(f"data zip {data!r} holds no files")
         first = [i for k, i in enumerate(infos) if k == 0 or i.filename != infos[k - 1].filename]
         duplicates = tuple(i.filename for k, i in enumerate(infos) if k and i.filename == infos[k - 1].filename)
+        names = tuple(i.filename for i in first)
         return Source(
             "zip",
             str(p.resolve()),
-            tuple(i.filename for i in first),
+            names,
             _stamps=tuple((i.file_size, i.CRC, i.date_time) for i in first),
             duplicates=duplicates,
+            **_labels_of(names, text),
         )
     raise DataError(f"data path {data!r} is neither a folder nor a .zip file")
+
+
+def _labels_of(names: tuple[str, ...], labels_file: bytes | OSError | None) -> dict:
+    """The label fields of a folder's or zip's :class:`Source`: from the labels file's contents
+    when there is one (``labels_file``; an ``OSError`` when it could not be read), else from the
+    subfolder convention (images at the top level have no label; no subfolders: no labels)."""
+    if labels_file is None:
+        classes = sorted({n.split("/", 1)[0] for n in names if "/" in n})
+        if not classes:
+            return {}
+        index = {c: k for k, c in enumerate(classes)}
+        labels = tuple(index[n.split("/", 1)[0]] if "/" in n else -1 for n in names)
+        return {"labels": labels, "class_names": tuple(classes), "label_source": "folders"}
+    out = {"label_source": LABELS_FILE, "labels": tuple(-1 for _ in names)}
+    try:
+        if isinstance(labels_file, OSError):
+            raise ValueError(f"cannot be read: {labels_file.strerror or labels_file}")
+        doc = json.loads(labels_file.decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
+            raise ValueError('needs {"labels": [["relative/path.png", class index], ...]}')
+        given: dict[str, int] = {}
+        for entry in doc["labels"]:
+            if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 0):
+                raise ValueError(f"each label must be [\"path\", class index >= 0], got {str(entry)[:60]}")
+            given[entry[0].replace("\\", "/")] = entry[1]
+        class_names = doc.get("class_names")
+        top = max(given.values(), default=-1) + 1
+        if class_names is None:
+            class_names = [str(k) for k in range(top)]
+        elif (not isinstance(class_names, list) or not all(isinstance(c, str) and c for c in class_names)
+              or len(set(class_names)) != len(class_names)):
+            raise ValueError('"class_names" must be a list of distinct, non-empty names')
+        elif top > len(class_names):
+            raise ValueError(f"class index {top - 1} but only {len(class_names)} class names")
+    except (ValueError, UnicodeDecodeError) as e:
+        return {**out, "label_error": f"{LABELS_FILE}: {str(e).splitlines()[0][:200]}"}
+    out["labels"] = tuple(given.get(n, -1) for n in names)
+    out["class_names"] = tuple(class_names)
+    return out
 
 
 def _walk_folder(
@@ -268,7 +353,7 @@ def count_image_headers(source: Source) -> int:
 
 
 class _Decode(torch.utils.data.Dataset):
-    """Item ``i`` -> ``(i, uint8 [R, R, 3] or None, smaller than R?, error message)``."""
+    """Item ``i`` -> ``(i, uint8 [R, R, 3] or None, smaller than R?, error message, label)``."""
 
     def __init__(self, source: Source, resolution: int) -> None:
         self.source, self.resolution = source, resolution
@@ -277,15 +362,16 @@ class _Decode(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, bool, str]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, bool, str, int]:
+        label = self.source.label_of(i)
         if self.source.kind == FACES:
-            return i, face_array(i, self.resolution, self.source.seed), False, ""
+            return i, face_array(i, self.resolution, self.source.seed), False, "", label
         try:
             img = open_image(self.reader.read(i))
             small = min(img.size) < self.resolution
-            return i, to_square_array(img, self.resolution), small, ""
+            return i, to_square_array(img, self.resolution), small, "", label
         except (UnreadableImage, OSError, ValueError) as e:
-            return i, None, False, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            return i, None, False, str(e).splitlines()[0][:200] if str(e) else type(e).__name__, label
 
 
 def _identity(x):  # module level: picklable for DataLoader workers
@@ -297,7 +383,9 @@ class ImageData:
     """Decoded images: ``levels[r]`` is ``uint8`` ``[count, r, r, 3]`` for ``r = R .. 4``.
 
     ``skipped``: files that were not decodable images (``skipped_examples``: a few
-    ``(name, reason)``); ``small``: images smaller than ``R`` (upscaled).
+    ``(name, reason)``); ``small``: images smaller than ``R`` (upscaled). ``labels``: int64
+    ``[count]``, each image's class index into ``class_names`` or ``-1`` (none); ``unlabelled``:
+    a few names of images without one.
     """
 
     source: Source
@@ -309,10 +397,18 @@ class ImageData:
     notes: list[str] = field(default_factory=list)  # e.g. superseded caches removed
     unlisted: int = 0  # folders that could not be listed (their files are not counted)
     unlisted_examples: list[tuple[str, str]] = field(default_factory=list)
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+    unlabelled: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return self.levels[self.resolution].shape[0]
+
+    def class_counts(self) -> list[int]:
+        """Images per class, in ``class_names`` order."""
+        labels = self.labels if self.labels is not None else np.full(self.count, -1)
+        return np.bincount(labels[labels >= 0], minlength=len(self.class_names)).tolist()
 
     def report(self) -> list[str]:
         """The lines to show once: what was loaded, what was skipped, what was too small."""
@@ -429,6 +525,11 @@ def _check_header(path: Path, rows: int, r: int, size: int) -> None:
         raise CacheDamaged(f"{path.name}'s header does not match its size")
 
 
+def _cache_files(resolution: int) -> list[str]:
+    """The files of a cache at ``resolution`` that ``meta.json`` holds a check of."""
+    return [f"res{r}.npy" for r in _levels(resolution)] + [LABELS_NPY]
+
+
 def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = True) -> dict:
     """Check cache ``folder`` against its ``meta.json`` (see module doc) and return the meta.
     ``contents=False`` checks sizes and headers only (right after a build, whose checksums were
@@ -444,8 +545,7 @@ def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = Tr
         raise CacheDamaged(f"meta.json cannot be read ({type(e).__name__}: {str(e)[:80]})") from None
     if not 0 < count <= rows:
         raise CacheDamaged(f"meta.json counts {count} images in arrays of {rows}")
-    for r in _levels(resolution):
-        name = f"res{r}.npy"
+    for name in _cache_files(resolution):
         path, want = folder / name, checks.get(name) if isinstance(checks, dict) else None
         if not isinstance(want, dict) or want.get("block") != CHECK_BLOCK:
             raise CacheDamaged(f"meta.json holds no check of {name}")
@@ -455,7 +555,8 @@ def verify_cache(folder: str | os.PathLike, resolution: int, contents: bool = Tr
             raise CacheDamaged(f"{name} cannot be read ({e.strerror or e})") from None
         if size != want.get("size"):
             raise CacheDamaged(f"{name} is {size} bytes, not the {want.get('size')} it was written with")
-        _check_header(path, rows, r, size)
+        if name != LABELS_NPY:  # labels: count entries of int64, checked by their CRCs
+            _check_header(path, rows, int(name[3:-4]), size)
         if contents:
             got = _block_crcs(path, size)
             bad = [i for i, (a, b) in enumerate(zip(got, want.get("crc32", []))) if a != b]
@@ -547,18 +648,23 @@ def _build(
             worker_init_fn=ignore_stop_signals,
         )
         good = small = 0
+        labels = np.full(n, -1, np.int64)
+        unlabelled: list[str] = []
         skipped = len(source.broken)  # found while listing the folder: counted like unreadable files
         examples: list[tuple[str, str]] = [(one_line(nm), r) for nm, r in source.broken[:3]]
         unlisted = [(one_line(nm), r) for nm, r in source.unlisted[:3]]
         with stop_signals_blocked():  # the workers start ignoring them (ignore_stop_signals)
             decoded = iter(loader)
-        for done, (i, a, is_small, err) in enumerate(decoded, 1):
+        for done, (i, a, is_small, err, label) in enumerate(decoded, 1):
             if a is None:
                 skipped += 1
                 if len(examples) < 3:
                     examples.append((one_line(source.names[i]), one_line(err)))
             else:
                 small += is_small
+                labels[good] = label
+                if label < 0 and len(unlabelled) < 3:
+                    unlabelled.append(one_line(source.names[i]))
                 for r in _levels(resolution):
                     arrays[r][good] = a
                     a = halve(a)
@@ -569,16 +675,19 @@ def _build(
             raise DataError(f"data path {one_line(source.describe())!r} holds no readable images")
         meta = {"count": good, "rows": n, "skipped": skipped, "skipped_examples": examples, "small": small,
                 "unlisted": len(source.unlisted), "unlisted_examples": unlisted,
-                "source": source.identity(), "resolution": resolution}
+                "source": source.identity(), "resolution": resolution,
+                "class_names": list(source.class_names), "unlabelled": unlabelled}
         if final is None:
             levels = {r: a[:good] for r, a in arrays.items()}
             return ImageData(source, resolution, levels, skipped, examples, small,
-                             unlisted=len(source.unlisted), unlisted_examples=unlisted)
+                             unlisted=len(source.unlisted), unlisted_examples=unlisted,
+                             labels=labels[:good], class_names=source.class_names, unlabelled=unlabelled)
         for a in arrays.values():
             a.flush()
         del arrays
+        np.save(tmp / LABELS_NPY, labels[:good])
         # The check is read back from the files as written, so it covers what later runs read.
-        meta["checks"] = {f"res{r}.npy": file_check(tmp / f"res{r}.npy") for r in _levels(resolution)}
+        meta["checks"] = {name: file_check(tmp / name) for name in _cache_files(resolution)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         fd = os.open(tmp / "meta.json", os.O_RDONLY)
         try:
@@ -605,4 +714,33 @@ def _open_cache(source: Source, resolution: int, folder: Path, contents: bool = 
     examples = [tuple(e) for e in meta["skipped_examples"]]
     return ImageData(source, resolution, levels, meta["skipped"], examples, meta["small"],
                      unlisted=int(meta.get("unlisted", 0)),
-                     unlisted_examples=[tuple(e) for e in meta.get("unlisted_examples", [])])
+                     unlisted_examples=[tuple(e) for e in meta.get("unlisted_examples", [])],
+                     labels=np.load(folder / LABELS_NPY), class_names=tuple(meta["class_names"]),
+                     unlabelled=list(meta["unlabelled"]))
+
+
+def check_labels(data: ImageData) -> None:
+    """Whether a conditional run can train on ``data``'s labels: ``DataError`` (one line)
+    when a labels file cannot be used, some images have no label, a class has no images, or
+    there is only one class."""
+    source = data.source
+    if source.label_error:
+        raise DataError(source.label_error)
+    if not data.class_names or data.labels is None:
+        raise DataError(
+            f"{one_line(source.describe())} has no labels: put each class's images in its own "
+            f"subfolder (DIR/<class>/...), or add a {LABELS_FILE} with "
+            '{"labels": [["relative/path.png", class index], ...]}'
+        )
+    missing = int((data.labels < 0).sum())
+    if missing:
+        ex = ", ".join(data.unlabelled)
+        raise DataError(f"{missing} of {data.count} images have no label (e.g. {ex}); "
+                        f"label them ({source.label_source}) or leave them out")
+    counts = data.class_counts()
+    empty = [name for name, c in zip(data.class_names, counts) if c == 0]
+    if empty:
+        raise DataError(f"{len(empty)} class(es) have no images: {', '.join(one_line(e) for e in empty[:5])}; "
+                        "remove them or add images")
+    if len(counts) < 2:
+        raise DataError(f"only one class ({one_line(data.class_names[0])}): conditional training needs two or more")

@@ -80,22 +80,26 @@ class _StepBatches(torch.utils.data.Dataset):
     after ``start_images`` draws."""
 
     def __init__(self, images: np.ndarray, batch: int, seed: int, start_images: int, rank: int,
-                 world_size: int) -> None:
-        self.images, self.batch, self.start = images, batch, start_images
+                 world_size: int, labels: np.ndarray | None = None) -> None:
+        self.images, self.batch, self.start, self.labels = images, batch, start_images, labels
         self.rank, self.world_size = rank, world_size
         self.draws = EpochDraws(seed, images.shape[0])
 
     def __len__(self) -> int:
         return sys.maxsize
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, ...]:
         first = self.start + k * self.batch * self.world_size
         idx, flip = self.draws.step(first, self.batch, self.rank)
-        return torch.from_numpy(np.ascontiguousarray(self.images[idx.numpy()])), flip
+        x = torch.from_numpy(np.ascontiguousarray(self.images[idx.numpy()]))
+        if self.labels is None:
+            return x, flip
+        return x, flip, torch.from_numpy(np.asarray(self.labels)[idx.numpy()])
 
 
 class RealBatches:
-    """Iterator over the steps after ``start_images`` draws: ``(uint8 [B, r, r, 3], bool [B])``.
+    """Iterator over the steps after ``start_images`` draws: ``(uint8 [B, r, r, 3], bool [B])``,
+    and with ``labels`` (int64 ``[N]``, the images' classes) a third item, their int64 ``[B]``.
 
     ``images``: ``uint8 [N, r, r, 3]`` (memory-mapped or in memory). Tensors arrive on ``device``.
     ``rank``/``world_size``: this process's share of each step's draws (see :class:`EpochDraws`);
@@ -113,6 +117,7 @@ class RealBatches:
         device_bytes: int = DEVICE_BYTES,
         rank: int = 0,
         world_size: int = 1,
+        labels: np.ndarray | None = None,
     ) -> None:
         self.n, self.batch, self.images_drawn = images.shape[0], batch, start_images
         self.rank, self.world_size = rank, world_size
@@ -121,11 +126,12 @@ class RealBatches:
         self.pin = self.device.type == "cuda"
         self.on_device = images.nbytes <= device_bytes
         self._it: Iterator | None = None
+        self.labels = torch.from_numpy(np.array(labels)).to(self.device) if labels is not None else None
         if self.on_device:
             self.images = torch.from_numpy(np.array(images)).to(self.device)  # a writable copy
         else:
             loader = torch.utils.data.DataLoader(
-                _StepBatches(images, batch, seed, start_images, rank, world_size),
+                _StepBatches(images, batch, seed, start_images, rank, world_size, labels),
                 batch_size=None,
                 sampler=range(sys.maxsize),
                 num_workers=workers,
@@ -139,13 +145,16 @@ class RealBatches:
     def __iter__(self) -> RealBatches:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self) -> tuple[torch.Tensor, ...]:
         if self._it is not None:
-            x, flip = next(self._it)
+            x, flip, *y = next(self._it)
         else:
             idx, flip = self.draws.step(self.images_drawn, self.batch, self.rank)
             if self.pin:  # pinned: the copy is asynchronous, no host sync in the step
                 idx, flip = idx.pin_memory(), flip.pin_memory()
-            x = self.images[idx.to(self.device, non_blocking=True)]
+            idx = idx.to(self.device, non_blocking=True)
+            x = self.images[idx]
+            y = [self.labels[idx]] if self.labels is not None else []
         self.images_drawn += self.batch * self.world_size
-        return x.to(self.device, non_blocking=True), flip.to(self.device, non_blocking=True)
+        return (x.to(self.device, non_blocking=True), flip.to(self.device, non_blocking=True),
+                *(t.to(self.device, non_blocking=True) for t in y))

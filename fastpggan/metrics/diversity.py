@@ -62,6 +62,7 @@ class DiversityStats:
     structure: torch.Tensor
     nearest: torch.Tensor
     hair: torch.Tensor | None = None
+    n: int = 0  # how many images were measured (nearest distances shrink as a set grows)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def diversity_stats(images: torch.Tensor | DiversityFeatures, hair: bool = False
         k = len(_palette_rgb())
         cls = torch.where(f.hair >= 0, f.hair, torch.full_like(f.hair, k))
         shares = torch.nn.functional.one_hot(cls, k + 1).sum(0).float() / n  # bincount would sync
-    return DiversityStats(colour, structure, nearest, shares)
+    return DiversityStats(colour, structure, nearest, shares, n)
 
 
 def _palette_rgb() -> torch.Tensor:
@@ -195,16 +196,57 @@ def real_diversity(level: np.ndarray, hair: bool, n: int = DIVERSITY_SAMPLES,
 
 def measure_generator(
     G: torch.nn.Module, extra_z: torch.Tensor, res: int, fade: float | torch.Tensor,
-    real: DiversityStats, grid_images: torch.Tensor, chunk: int,
+    real: DiversityStats, grid_images: torch.Tensor, chunk: int, extra_labels: torch.Tensor | None = None,
+    grid_labels: torch.Tensor | None = None, real_classes: list[DiversityStats | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`compare_diversity` of ``G``'s samples against ``real``: the grid's images (float
-    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` sampled ``chunk``
-    latents at a time, each chunk reduced to its features at once (memory: one chunk of images).
-    Hair classes when ``real`` has them. No host sync: 0-d tensors on ``G``'s device."""
+    ``[G, 3, res, res]``, already sampled for the grid PNG) and ``G(extra_z)`` (a conditional G:
+    of classes ``extra_labels``, int64 ``[M]``) sampled ``chunk`` latents at a time, each chunk
+    reduced to its features at once (memory: one chunk of images). Hair classes when ``real``
+    has them; then, for a conditional G of the built-in faces (``grid_labels``, int64 ``[G]``,
+    the grid's classes, and ``extra_labels`` given), ``class_accuracy``: the share of samples
+    whose hair :func:`hair_classes` reads as the class they were made for (chance: 1/13).
+    ``real_classes``: the reals' side of each class ``c`` (``None`` where it has under 2 images);
+    with the labels it adds, per class with 2+ samples, ``class<c>_<ratio name>`` (each ratio of
+    :data:`RATIO_NAMES`: the class's samples against the class's reals, as many of each, since
+    nearest distances shrink as a set grows).
+    No host sync: 0-d tensors on ``G``'s device."""
     hair = real.hair is not None
     parts = [diversity_features(grid_images, hair)]
-    parts += [diversity_features(sample(G, z, res, fade, chunk), hair) for z in extra_z.split(chunk)]
-    return compare_diversity(diversity_stats(DiversityFeatures.cat(parts)), real)
+    labels = extra_labels.split(chunk) if extra_labels is not None else [None] * len(extra_z.split(chunk))
+    parts += [diversity_features(sample(G, z, res, fade, chunk, y), hair) for z, y in zip(extra_z.split(chunk), labels)]
+    f = DiversityFeatures.cat(parts)
+    out = compare_diversity(diversity_stats(f), real)
+    asked = None
+    if grid_labels is not None and extra_labels is not None:
+        asked = torch.cat([grid_labels, extra_labels]).to(f.colour.device)
+    if hair and asked is not None:
+        out["class_accuracy"] = (f.hair == asked).float().mean()
+    if real_classes is not None and asked is not None:
+        picks = asked.cpu()  # a tick syncs anyway: picking each class's rows on the host is simplest
+        for c, real_c in enumerate(real_classes):
+            rows = (picks == c).nonzero().flatten()[: real_c.n if real_c is not None else 0].to(f.colour.device)
+            if real_c is None or len(rows) < 2:
+                continue
+            sub = DiversityFeatures(f.colour[rows], f.shape[rows], None)
+            part = compare_diversity(diversity_stats(sub), real_c)
+            out.update({f"class{c}_{k}": part[k] for k in RATIO_NAMES})
+    return out
+
+
+@torch.no_grad()
+def class_accuracy(G: torch.nn.Module, res: int, fade: float, n_per_class: int, chunk: int = 64,
+                   seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A conditional generator of the built-in faces' hair colours (``G.label_size`` classes in
+    ``HAIR_NAMES`` order), ``res >= HAIR_MIN_RES``: float32 ``[K]``, per class ``c`` the share of
+    ``n_per_class`` samples made for ``c`` whose hair :func:`hair_classes` reads as ``c`` (chance
+    1/13). Latents from ``seed``; one host-free tensor on ``device``."""
+    K = G.label_size
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(K * n_per_class, G.latent_dim, generator=g).to(device)
+    labels = torch.arange(K).repeat_interleave(n_per_class).to(device)
+    read = torch.cat([hair_classes(sample(G, zc, res, fade, chunk, yc)) for zc, yc in zip(z.split(chunk), labels.split(chunk))])
+    return (read == labels).float().view(K, n_per_class).mean(1)
 
 
 DEFAULT_THRESHOLD = 0.75
@@ -228,11 +270,13 @@ class CollapseWatch:
 
     def __init__(
         self, threshold: float = DEFAULT_THRESHOLD, patience: int = DEFAULT_PATIENCE,
-        worsen: float = 0.1, arm_ticks: int = DEFAULT_ARM_TICKS,
+        worsen: float = 0.1, arm_ticks: int = DEFAULT_ARM_TICKS, who: str = "samples",
     ) -> None:
         if patience < 1 or arm_ticks < 0:
             raise ValueError(f"patience must be >= 1 and arm_ticks >= 0, got {patience}, {arm_ticks}")
         self.threshold, self.patience, self.worsen, self.arm_ticks = threshold, patience, worsen, arm_ticks
+        self.who = who  # what the warning names: "samples", or e.g. "samples of class 'red'"
+        self.last_warned: dict[str, float] = {}
         self.ticks = 0
         self.armed: dict[str, bool] = {}
         self.high: dict[str, int] = {}  # consecutive ticks at or above the threshold, per ratio
@@ -266,9 +310,10 @@ class CollapseWatch:
             return None
         again = self.warned_at is not None
         self.warned_at = worst
+        self.last_warned = dict(low)  # what this warning is about (CollapseMonitor merges classes')
         shown = ", ".join(f"{k.removesuffix('_ratio')} {v:.2f}" for k, v in low.items())
         return (
-            f"warning: samples {'are losing even more' if again else 'are losing'} variety (mode collapse?): "
+            f"warning: {self.who} {'are losing even more' if again else 'are losing'} variety (mode collapse?): "
             f"{shown} of the reals' (below {self.threshold:g} for {self.patience}+ ticks). "
             "Try a larger batch (--batch), a lower learning rate (--lr), or resume from an "
             "earlier checkpoint (--resume PATH) and look at the sample grids."

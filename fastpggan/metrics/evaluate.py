@@ -60,6 +60,28 @@ def sample_images(
             bar.update(b)
 
 
+class ClassConditioned(torch.nn.Module):
+    """A conditional generator (``G(z, res, fade, labels)``) seen as an unconditional one,
+    ``G(z, res, fade)``, for the metrics: every sample of class ``only``, or (``only`` None) of a
+    class drawn at the frequencies ``counts`` (images per class) from its own generator, seeded
+    with ``seed``, so the classes come as the reals' do."""
+
+    def __init__(self, G: torch.nn.Module, counts: Sequence[int], only: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.G, self.only = G, only
+        self.latent_dim, self.resolution = G.latent_dim, G.resolution
+        self.weights = torch.tensor(list(counts), dtype=torch.float64)
+        self.gen = torch.Generator().manual_seed(seed + 7)
+
+    def forward(self, z: torch.Tensor, res: int, fade: float = 1.0) -> torch.Tensor:
+        n = z.shape[0]
+        if self.only is not None:
+            y = torch.full((n,), self.only, dtype=torch.int64)
+        else:
+            y = torch.multinomial(self.weights, n, replacement=True, generator=self.gen)
+        return self.G(z, res, fade, y.to(z.device))
+
+
 def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:

@@ -213,7 +213,8 @@ def generator_of(
     the machine that samples, not the ``--impl`` the run trained with (a run trained with the
     Triton kernels on a GPU samples on a CPU)."""
     cfg = TrainConfig.from_dict(state["config"])
-    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=impl)
+    G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=impl,
+                  label_size=cfg.label_size)
     G.load_state_dict(state["G_ema"])
     G.set_fused_scale(cfg.fused_scale_from)
     G.to(device).eval().requires_grad_(False)

@@ -76,6 +76,17 @@ class TrainConfig:
         limit=Limit(1, 10_000_000, integer=True),
         flag=Flag("--num-faces", "how many built-in faces when --data is not given "
                   "(default: %(default)s)", "N"))
+    # Conditional training (the authors' AC-GAN): the classes and their image counts are the
+    # data's, filled in by the train command once the data is loaded.
+    cond: bool = setting(
+        False, resume=fixed("it sets the networks' shapes and what they learn"),
+        flag=Flag("--cond", "conditional training (the authors' AC-GAN): G makes the class it is "
+                  "given, D also classifies; the labels come from the data (class subfolders, a "
+                  "dataset.json, or the built-in faces' hair colour) (default: off)",
+                  action=argparse.BooleanOptionalAction))
+    classes: list[str] | None = setting(  # None until the data is loaded: checked from then on
+        None, resume=fixed("the networks learn these classes", applies=lambda c: c.get("classes") is not None))
+    class_counts: list[int] | None = setting(None, resume=MAY)
     out: str = setting(  # resolved by the train command
         "", resume=MAY,
         flag=Flag("--out", "run folder for config, checkpoints, grids, logs (default: runs/<data "
@@ -284,3 +295,8 @@ class TrainConfig:
 
     def arch(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in ARCH_KEYS}
+
+    @property
+    def label_size(self) -> int:
+        """The networks' number of classes: 0 for an unconditional run."""
+        return len(self.classes) if self.cond and self.classes else 0

@@ -39,16 +39,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from fastpggan.console import printable
 from fastpggan.data import ImageData
 from fastpggan.errors import stop_signals
-from fastpggan.metrics.diversity import diversity_latents
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.checkpoint import FORMAT, checkpoint_name, list_checkpoints, save_checkpoint
-from fastpggan.training.collapse import CollapseMonitor
+from fastpggan.training.collapse import CollapseMonitor, run_latents
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed, param_digest, rank_seed
 from fastpggan.training.metric_points import MetricPoints
@@ -85,8 +85,12 @@ class Trainer:
         self.device = self.dist.device(cfg.device)
         self.schedule = cfg.schedule()
         torch.manual_seed(cfg.seed)  # weight init
-        self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl)
-        self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl)
+        if cfg.cond and not cfg.classes:
+            raise ValueError("cfg.cond needs cfg.classes (the train command takes them from the data)")
+        K = cfg.label_size
+        self.G = Generator(cfg.resolution, cfg.latent_dim, cfg.fmap_base, cfg.fmap_max, impl=cfg.impl, label_size=K)
+        self.D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl=cfg.impl,
+                               label_size=K)
         self.G.set_fused_scale(cfg.fused_scale_from)
         set_tf32(cfg.tf32)
         self.G.to(self.device)
@@ -104,13 +108,20 @@ class Trainer:
         self.compiled_segments: set[tuple[int, bool]] = set()  # whose compile time was reported
         self.gen = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, self.dist.rank))
         self.fade_t = torch.zeros((), device=self.device)
-        grid_z, extra_z = diversity_latents(cfg.grid**2, cfg.latent_dim, cfg.seed)
+        # Conditional: every real's class, int64 [N] on the device (G's step draws its labels
+        # from them, so classes come at the data's frequencies, as the authors draw them).
+        self.train_labels = torch.from_numpy(np.asarray(data.labels)).to(self.device) if K else None
+        grid_z, grid_labels, extra_z, extra_labels = run_latents(cfg)
         self.grid_z = grid_z.to(self.device)
+        self.grid_labels = grid_labels.to(self.device) if grid_labels is not None else None
         # What a run measures besides the losses: the collapse watch, G_ema's diversity at every
         # tick (rank 0 measures; its state is kept in progress.diversity_watch, so checkpoints
         # carry it), and the metric points (--metric-every).
         watch = cfg.diversity and self.dist.is_main and data.count >= 2  # a spread needs 2 reals
-        self.collapse = CollapseMonitor(data, extra_z.to(self.device), cfg.diversity_threshold) if watch else None
+        self.collapse = CollapseMonitor(
+            data, extra_z.to(self.device), cfg.diversity_threshold,
+            extra_labels.to(self.device) if extra_labels is not None else None, self.grid_labels,
+        ) if watch else None
         self.metric_points = MetricPoints(cfg, data, self.device, self.echo)
         self.progress = Progress.start(cfg)
         # Settings changed on resume: {field: [old, new]} (recorded in the resume event).

@@ -17,6 +17,7 @@ import torch
 
 from fastpggan.data import ImageData
 from fastpggan.metrics import FeatureExtractor, evaluate_generator, inception_extractor
+from fastpggan.metrics.evaluate import ClassConditioned
 from fastpggan.metrics.reals import data_identity, real_batches
 from fastpggan.metrics.swd import MIN_RESOLUTION as SWD_MIN_RESOLUTION
 from fastpggan.training.config import TrainConfig
@@ -53,6 +54,8 @@ class MetricPoints:
             self._extractor = inception_extractor(cfg.inception_weights, self.device)
         t = time.perf_counter()
         B = cfg.batch[res]
+        if cfg.label_size:  # classes at the data's frequencies, as the reals come
+            G = ClassConditioned(G, cfg.class_counts or [1] * cfg.label_size, seed=cfg.seed)
         results = evaluate_generator(
             G, real_batches(self.data.levels[res], cfg.metric_n, B), res=res, metrics=metrics,
             num_images=cfg.metric_n, fade=pos.fade, batch_size=B, seed=cfg.seed, device=self.device,

@@ -190,7 +190,8 @@ class Run:
             res, lr = pos.phase.res, cfg.lr[pos.phase.res]
             self._feed = RealBatches(t.data.levels[res], self.dist.local_batch(cfg.batch[res]), cfg.seed,
                                      pr.images, t.device, cfg.workers, rank=self.dist.rank,
-                                     world_size=self.dist.world_size)
+                                     world_size=self.dist.world_size,
+                                     labels=t.data.labels if t.train_labels is not None else None)
             for opt in (t.opt_g, t.opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -216,15 +217,20 @@ class Run:
         res = pos.phase.res
         B = self.dist.local_batch(cfg.batch[res])  # per rank
         fade: Fade = 1.0 if pos.stable else t.fade_t.fill_(pos.fade)
-        x, flip = next(self._feed)
+        x, flip, *labels = next(self._feed)  # a conditional run's feed adds the reals' classes
         real = prepare_reals(x, flip, fade, cfg.mirror)
         z_d = torch.randn(B, cfg.latent_dim, device=t.device, generator=t.gen)
         alpha = torch.rand(B, 1, 1, 1, device=t.device, generator=t.gen)
         z_g = torch.randn(B, cfg.latent_dim, device=t.device, generator=t.gen)
+        d_labels = g_labels = None
+        if t.train_labels is not None:  # G's classes: random reals' labels (the data's frequencies)
+            d_labels = labels[0]
+            pick = torch.randint(t.train_labels.shape[0], (B,), device=t.device, generator=t.gen)
+            g_labels = t.train_labels[pick]
         first_compile = cfg.compile and (res, pos.stable) not in t.compiled_segments
         t_compile = time.perf_counter()
-        stats = t.steps.d_step(real, z_d, alpha, res, fade, pr.step)
-        g_loss = t.steps.g_step(z_g, res, fade)
+        stats = t.steps.d_step(real, z_d, alpha, res, fade, pr.step, labels=d_labels)
+        g_loss = t.steps.g_step(z_g, res, fade, labels=g_labels)
         if first_compile:  # this step traced and compiled new graphs: report the time
             t.compiled_segments.add((res, pos.stable))
             g_loss.item()  # one sync per compiled segment, so the time is real
@@ -288,7 +294,7 @@ class Run:
         pr, t = self.progress, self.trainer
         if self.dist.is_main:
             res = pos.phase.res
-            samples = sample(t.G_ema, t.grid_z, res, pos.fade, self.cfg.batch[res])
+            samples = sample(t.G_ema, t.grid_z, res, pos.fade, self.cfg.batch[res], t.grid_labels)
             grid = self.write_grid(pos, samples)
             kind = "phase_end" if due.phase_end else "tick"
             self.log.record(kind, pr.images, res=res, fade=round(pos.fade, 4), grid=grid.name)
@@ -297,8 +303,8 @@ class Run:
                 f"{kind} {pr.images / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
                 f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{div}"
             )
-            if warning is not None:
-                self.echo(warning)
+            for line in (warning or "").splitlines():  # a conditional run may warn for several classes
+                self.echo(line)
         if due.tick:
             pr.next_tick = pr.next_multiple(self.cfg.tick_kimg)
             pr.ticks += 1
@@ -308,7 +314,8 @@ class Run:
         drawn once per tick for the grid and the collapse watch): ``grid-{res}px-{kimg}kimg.png``."""
         images = self.progress.images
         path = self.trainer.out / f"grid-{pos.phase.res}px-{images / 1000:09.3f}kimg.png"
-        img = make_grid(samples)
+        # conditional: one row per class (the same latents in every row)
+        img = make_grid(samples, cols=self.cfg.grid if self.trainer.grid_labels is not None else None)
         atomic_write(path, lambda f: img.save(f, format="PNG"), what="sample grid")
         self.log.image("samples", img, images)
         return path
@@ -321,8 +328,8 @@ class Run:
         self.log.record("diversity", images, res=res, fade=round(pos.fade, 4), **vals)
         warning = collapse.check(vals)
         self.progress.diversity_watch = collapse.state_dict()
-        if warning is not None:
-            self.log.record("event", images, event="diversity warning", message=warning)
+        for line in (warning or "").splitlines():
+            self.log.record("event", images, event="diversity warning", message=line)
         return "  " + collapse.summary(vals), warning
 
     def _on_metric(self, pos: Position) -> None:

@@ -12,6 +12,12 @@ changes every step without a recompile), the stable phase a Python 1.0 (the old 
 G runs without grad (fakes for D) and with grad (G step); D runs with weight grads (D step) and
 frozen (G step). So at most 4 graphs of G and 4 of D per resolution.
 
+Conditional runs (the authors' AC-GAN) pass class labels as int64 tensors (never Python numbers,
+so no value is baked into a graph): D's fakes are made with the reals' labels, G's with labels
+the caller draws at the data's frequencies; the label cross-entropy (:func:`~fastpggan.loss.label_term`,
+weight ``cond_weight``) joins the reals' and the fakes' terms of D's loss and G's loss. The
+penalty pass takes the score alone.
+
 Two compile backends (:data:`COMPILE_BACKENDS`): ``"inductor"`` (torch's default: generated
 Triton code, CUDA GPUs of compute capability 7.0+ or the CPU) and ``"cudagraphs"`` (the traced
 graphs replayed as CUDA graphs, no generated code: runs on any CUDA GPU, the GTX 1080's 6.1
@@ -36,6 +42,7 @@ from fastpggan.loss import (
     critic_real_term,
     g_loss_wgan,
     gradient_penalty,
+    label_term,
     penalty_upscale,
 )
 
@@ -159,7 +166,8 @@ class TrainSteps:
     with respect to the full-resolution image, as the authors do, ``"current"`` with respect to
     the current one (see :mod:`fastpggan.loss`). ``grad_sync``: called on D (and G) between the
     backward pass and the optimizer step; multi-process runs average the gradients over the
-    ranks there (:meth:`.distributed.Distributed.sync_grads`).
+    ranks there (:meth:`.distributed.Distributed.sync_grads`). ``cond_weight``: the weight of
+    the label terms of a conditional run (the authors' 1.0).
     """
 
     def __init__(
@@ -177,6 +185,7 @@ class TrainSteps:
         gp_every: int = 1,
         gp_resolution: str = "full",
         grad_sync: Callable[[nn.Module], None] | None = None,
+        cond_weight: float = 1.0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -191,6 +200,7 @@ class TrainSteps:
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
         self.gp_resolution = gp_resolution
         self.grad_sync = grad_sync
+        self.cond_weight = cond_weight
         if compile:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
@@ -213,6 +223,17 @@ class TrainSteps:
         self.scaler_d = torch.amp.GradScaler(device_type, enabled=scale)
         self._last_gp: torch.Tensor | None = None
 
+    def _critic(
+        self, images: torch.Tensor, fade: Fade, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's scores of ``images``, fp32 ``[B]``, and with ``labels`` (int64 ``[B]``) the label
+        term of its logits (0-d), else ``None``."""
+        with self._autocast():
+            if labels is None:
+                return _full(self.D_run(images, fade)), None
+            scores, logits = self.D_run(images, fade, logits=True)
+        return _full(scores), label_term(_full(logits), labels, self.cond_weight)
+
     def d_step(
         self,
         real: torch.Tensor,
@@ -221,28 +242,34 @@ class TrainSteps:
         res: int,
         fade: Fade,
         step: int = 0,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One critic update on ``real`` ``[B, 3, res, res]`` (fp32) and ``G(z)``.
 
         ``alpha`` ``[B, 1, 1, 1]`` mixes real and fake for the penalty, taken when
-        ``step % gp_every == 0``. Returns detached 0-d statistics ``d_loss, d_real, d_fake, gp``
-        (``gp`` is the latest penalty taken).
+        ``step % gp_every == 0``. ``labels``: the reals' classes, int64 ``[B]`` (conditional
+        runs only): the fakes are made with them and both label terms are added. Returns
+        detached 0-d statistics ``d_loss, d_real, d_fake, gp`` (``gp`` is the latest penalty
+        taken), and with labels ``d_cond`` (the two label terms).
         """
         gp_lambda = self.gp_lambda * self.gp_every
+        g_args = () if labels is None else (labels,)
         with torch.no_grad(), self._autocast():
-            fake = self._keep(_full(self.G_run(z, res, fade)))
+            fake = self._keep(_full(self.G_run(z, res, fade, *g_args)))
         # The loss is a sum of one term per pass (reals with drift, fakes, penalty), so each
         # pass is backpropagated at once and its graph freed: peak memory is that of one pass
         # (or of the penalty's double-backward graph), not of all three together.
         self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            real_scores = _full(self.D_run(real, fade))
+        real_scores, real_cond = self._critic(real, fade, labels)
         real_term = critic_real_term(real_scores, self.drift)
+        if real_cond is not None:
+            real_term = real_term + real_cond
         self.scaler_d.scale(real_term).backward()
         real_scores = self._keep(real_scores.detach())
-        with self._autocast():
-            fake_scores = _full(self.D_run(fake, fade))
+        fake_scores, fake_cond = self._critic(fake, fade, labels)
         fake_term = critic_fake_term(fake_scores)
+        if fake_cond is not None:
+            fake_term = fake_term + fake_cond
         self.scaler_d.scale(fake_term).backward()
         gp = penalty_term = None
         if step % self.gp_every == 0:
@@ -252,6 +279,8 @@ class TrainSteps:
             self.scaler_d.scale(penalty_term).backward()
         terms = CriticTerms(real_term, fake_term, penalty_term)
         stats = terms.stats(real_scores, fake_scores, gp)
+        if real_cond is not None and fake_cond is not None:
+            stats["d_cond"] = (real_cond + fake_cond).detach()
         if gp is not None:
             self._last_gp = stats["gp"]
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
@@ -261,12 +290,19 @@ class TrainSteps:
         self.scaler_d.update()
         return stats
 
-    def g_step(self, z: torch.Tensor, res: int, fade: Fade) -> torch.Tensor:
-        """One generator update on latents ``z`` ``[B, latent_dim]``; the detached loss (0-d)."""
+    def g_step(self, z: torch.Tensor, res: int, fade: Fade, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One generator update on latents ``z`` ``[B, latent_dim]`` (and, conditional, the
+        classes to make, int64 ``[B]``, whose label term joins the loss); the detached loss (0-d)."""
         self.D.requires_grad_(False)  # D's weight gradients are not needed here
         try:
-            with self._autocast():
-                loss = _full(g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade))
+            if labels is None:
+                with self._autocast():
+                    loss = _full(g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade))
+            else:
+                with self._autocast():
+                    fake = self.G_run(z, res, fade, labels)
+                scores, cond = self._critic(fake, fade, labels)
+                loss = -scores.mean() + cond
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             if self.grad_sync is not None:
