@@ -156,24 +156,21 @@ def test_resolve_compile_refuses_what_cannot_run(flag, backend, device, capabili
         resolve_compile(flag, backend, device, capability)
 
 
-def _tf32_switches() -> tuple:
-    """What the convolution and matmul switches say now, in the API this torch has."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
-    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-
-
 def test_set_tf32_sets_convolutions_and_matmuls_and_back() -> None:
-    before = _tf32_switches()
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
     try:
         set_tf32(True)
-        on = _tf32_switches()
+        on = [f.allow_tf32 for f in flags]
         set_tf32(False)
-        off = _tf32_switches()
+        off = [f.allow_tf32 for f in flags]
+        conv = getattr(torch.backends.cudnn, "conv", None)
+        if conv is not None and hasattr(conv, "fp32_precision"):  # torch 2.9+: the same, seen anew
+            assert conv.fp32_precision != "tf32" and torch.backends.cuda.matmul.fp32_precision == "ieee"
     finally:
-        set_tf32(before[0] in ("tf32", True))
-    assert on in (("tf32", "tf32"), (True, True)) and off in (("ieee", "ieee"), (False, False))
+        for f, v in zip(flags, before):
+            f.allow_tf32 = v
+    assert on == [True, True] and off == [False, False]
 
 
 @pytest.mark.parametrize("tf32, device, capability, note", [

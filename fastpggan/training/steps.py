@@ -101,19 +101,14 @@ def resolve_compile(
 def set_tf32(on: bool) -> None:
     """Let fp32 convolutions (cuDNN) and matmuls use TF32 (``on``) or keep them IEEE fp32.
 
-    Process-wide, as torch's own switches are. Torch 2.9+ has per-backend ``fp32_precision``
-    switches and refuses a mix of them with the older ``allow_tf32`` flags, so only one of the
-    two APIs is ever touched. Torch's own defaults differ between versions (cuDNN convolutions
-    TF32, matmuls IEEE), which is why a run states its choice instead of inheriting them.
+    Process-wide, as torch's own switches are. Torch's defaults differ between the two (cuDNN
+    convolutions TF32, matmuls IEEE), which is why a run states its choice instead of
+    inheriting them. Set through the ``allow_tf32`` flags, not torch 2.9's per-backend
+    ``fp32_precision``: torch refuses to read the flags once the two APIs disagree, and its own
+    code (``torch.export`` among it) still reads the flags.
     """
-    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
-    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
-        mode = "tf32" if on else "ieee"
-        cudnn_conv.fp32_precision = mode
-        torch.backends.cuda.matmul.fp32_precision = mode
-    else:
-        torch.backends.cudnn.allow_tf32 = on
-        torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
 
 
 def tf32_note(tf32: bool, device_type: str, capability: tuple[int, int] | None) -> str | None:
