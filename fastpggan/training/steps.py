@@ -125,7 +125,10 @@ class TrainSteps:
     with respect to the full-resolution image, as the authors do, ``"current"`` with respect to
     the current one (see :mod:`fastpggan.loss`). ``grad_sync``: called on D (and G) between the
     backward pass and the optimizer step; multi-process runs average the gradients over the
-    ranks there (:meth:`.distributed.Distributed.sync_grads`).
+    ranks there (:meth:`.distributed.Distributed.sync_grads`). ``augment``: applied to every
+    image D sees (reals, fakes, the penalty's mixes, the G step's fakes; eager, outside
+    autocast), the penalty's gradient taken with respect to the image before it
+    (:mod:`fastpggan.augment`); ``None``: none (the authors' recipe).
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class TrainSteps:
         gp_every: int = 1,
         gp_resolution: str = "full",
         grad_sync: Callable[[nn.Module], None] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -157,6 +161,7 @@ class TrainSteps:
         self.gp_lambda, self.drift, self.gp_every = gp_lambda, drift, gp_every
         self.gp_resolution = gp_resolution
         self.grad_sync = grad_sync
+        self.augment = augment
         if compile:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
@@ -178,6 +183,11 @@ class TrainSteps:
         self.scaler_g = torch.amp.GradScaler(device_type, enabled=scale)
         self.scaler_d = torch.amp.GradScaler(device_type, enabled=scale)
         self._last_gp: torch.Tensor | None = None
+        if augment is not None:
+            self.D_seen: Callable[..., torch.Tensor] = lambda x, fade: self.D(augment(x), fade)
+            self.D_seen_run: Callable[..., torch.Tensor] = lambda x, fade: self.D_run(augment(x), fade)
+        else:
+            self.D_seen, self.D_seen_run = self.D, self.D_run
 
     def d_step(
         self,
@@ -192,7 +202,10 @@ class TrainSteps:
 
         ``alpha`` ``[B, 1, 1, 1]`` mixes real and fake for the penalty, taken when
         ``step % gp_every == 0``. Returns detached 0-d statistics ``d_loss, d_real, d_fake, gp``
-        (``gp`` is the latest penalty taken).
+        (``gp`` is the latest penalty taken) and the overfitting signals of the reals' scores
+        ``s`` (as D saw them, augmented or not): ``aug_rt = mean(sign(s))`` (ADA's) and
+        ``aug_rmid = mean(sign(s - (mean(s) + mean(D(fake))) / 2))`` (the share of reals on the
+        real side of the midpoint between the two means, minus the share on the other side).
         """
         gp_lambda = self.gp_lambda * self.gp_every
         with torch.no_grad(), self._autocast():
@@ -202,18 +215,18 @@ class TrainSteps:
         # (or of the penalty's double-backward graph), not of all three together.
         self.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
-            real_scores = _full(self.D_run(real, fade))
+            real_scores = _full(self.D_seen_run(real, fade))
         real_term = critic_real_term(real_scores, self.drift)
         self.scaler_d.scale(real_term).backward()
         real_scores = self._keep(real_scores.detach())
         with self._autocast():
-            fake_scores = _full(self.D_run(fake, fade))
+            fake_scores = _full(self.D_seen_run(fake, fade))
         fake_term = critic_fake_term(fake_scores)
         self.scaler_d.scale(fake_term).backward()
         gp = penalty_term = None
         if step % self.gp_every == 0:
             upscale = penalty_upscale(self.gp_resolution, self.D.resolution, res)
-            gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha, upscale=upscale)
+            gp = gradient_penalty(self.D_seen, real, fake, fade, alpha=alpha, upscale=upscale)
             penalty_term = critic_penalty_term(gp, gp_lambda)
             self.scaler_d.scale(penalty_term).backward()
         terms = CriticTerms(real_term, fake_term, penalty_term)
@@ -221,6 +234,10 @@ class TrainSteps:
         if gp is not None:
             self._last_gp = stats["gp"]
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
+        with torch.no_grad():
+            stats["aug_rt"] = real_scores.sign().mean()
+            mid = (real_scores.mean() + fake_scores.detach().mean()) / 2
+            stats["aug_rmid"] = (real_scores - mid).sign().mean()
         if self.grad_sync is not None:
             self.grad_sync(self.D)
         self.scaler_d.step(self.opt_d)
@@ -232,7 +249,7 @@ class TrainSteps:
         self.D.requires_grad_(False)  # D's weight gradients are not needed here
         try:
             with self._autocast():
-                loss = _full(g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade))
+                loss = _full(g_loss_wgan(self.D_seen_run, self.G_run(z, res, fade), fade))
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
             if self.grad_sync is not None:
