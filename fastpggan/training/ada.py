@@ -24,8 +24,9 @@ from fastpggan.training.distributed import Distributed
 
 # Steps between two moves of p (ADA's interval): its sums average the signal over that many.
 ADJUST_EVERY = 4
-# The d_step statistic that drives p (see the README, "Small datasets", for the choice).
-SIGNAL = "aug_rt"
+# The d_step statistic that drives p: the midpoint form, not ADA's mean(sign(D(real))), which
+# under WGAN-GP follows the critic's free offset (see the README, "Small datasets").
+SIGNAL = "aug_rmid"
 
 
 class AugmentStrength:
