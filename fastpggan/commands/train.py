@@ -32,6 +32,7 @@ from fastpggan.console import printable
 from fastpggan.data import DataError, Source, load_data, open_source
 from fastpggan.errors import RunStopped, UsageError, usage_errors
 from fastpggan.ops import check_ops, describe_impl, impl_problem
+from fastpggan.training.ada import aug_suggestion
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed
@@ -241,6 +242,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
+    if (suggestion := aug_suggestion(data.count, cfg.aug)) is not None:
+        echo(suggestion)
     echo(describe_impl(cfg.impl, cfg.device))
     if dist.is_main:
         write_text_atomic(out / "config.json", cfg.to_json() + "\n", "config.json")
