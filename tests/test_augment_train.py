@@ -162,7 +162,7 @@ def test_p_and_the_signals_are_logged_and_on_the_tick_line(tmp_path):
     logs = [r for r in recs if r["kind"] == "log"]
     assert logs and all(0.0 <= r["aug_p"] <= 1.0 and -1.0 <= r["aug_rt"] <= 1.0 and -1 <= r["aug_rmid"] <= 1
                         for r in logs)
-    assert any(" aug p " in line and " rt " in line for line in lines if line.startswith("tick"))
+    assert any(" aug p " in line and " r " in line for line in lines if line.startswith("tick"))
 
 
 def test_train_suggests_aug_ada_for_a_small_dataset_only():

@@ -296,7 +296,8 @@ class Run:
             kind = "phase_end" if due.phase_end else "tick"
             self.log.record(kind, pr.images, res=res, fade=round(pos.fade, 4), grid=grid.name)
             div, warning = self._measure_diversity(pos, samples) if t.collapse is not None else ("", None)
-            aug = f"  aug p {vals['aug_p']:.3f} rt {vals['aug_rt']:.3f}" if self.cfg.aug != "off" else ""
+            # p and the signal that moves it (ada.SIGNAL)
+            aug = f"  aug p {vals['aug_p']:.3f} r {vals[SIGNAL]:.3f}" if self.cfg.aug != "off" else ""
             self.echo(
                 f"{kind} {pr.images / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
                 f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{aug}{div}"
