@@ -46,8 +46,11 @@ def signals(run: Path) -> list[dict]:
     return out
 
 
-def measure(ckpt: Path, train: torch.Tensor, held: torch.Tensor, held_swd: torch.Tensor, n: int) -> dict:
+def measure(ckpt: Path, train: torch.Tensor, held: torch.Tensor, held_swd: torch.Tensor, n: int,
+            weights: str = "G_ema") -> dict:
     state = load_checkpoint(ckpt)
+    if weights == "G":  # the trained generator, not its average (short runs: the average lags)
+        state = dict(state, G_ema=state["G"])
     G, res, fade = generator_of(state)
     g = torch.Generator().manual_seed(1)
     z = torch.randn(n, G.latent_dim, generator=g)
@@ -68,6 +71,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="samples and held-out faces for SWD")
     ap.add_argument("--heldout-from", type=int, default=20000)
     ap.add_argument("--every", type=int, default=1, help="measure every k-th 16px checkpoint")
+    ap.add_argument("--last", action="store_true", help="measure only the last checkpoint")
+    ap.add_argument("--from-kimg", type=float, default=0.0, help="only checkpoints from this many kimg on")
+    ap.add_argument("--weights", choices=("G_ema", "G"), default="G_ema")
     args = ap.parse_args()
     for run in args.runs:
         cfg = json.loads((run / "config.json").read_text())
@@ -79,8 +85,9 @@ def main() -> None:
         for s in signals(run):
             print("log", json.dumps(s))
         ckpts = [c for c in list_checkpoints(run) if c.name.endswith(f"-{res}px.pt")][::-1][::args.every][::-1]
-        for c in ckpts:
-            print("eval", json.dumps(measure(c, train, held, held_swd, args.n)), flush=True)
+        ckpts = [c for c in ckpts if load_checkpoint(c)["progress"]["images"] >= args.from_kimg * 1000]
+        for c in ckpts[-1:] if args.last else ckpts:
+            print("eval", args.weights, json.dumps(measure(c, train, held, held_swd, args.n, args.weights)), flush=True)
 
 
 if __name__ == "__main__":
