@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"fastpggan.atomic", "fastpggan.console", "fastpggan.errors", "fastpggan.ranges",
               "fastpggan._kernels_path"}),
     ("model", {"fastpggan", "fastpggan.layers", "fastpggan.networks", "fastpggan.loss", "fastpggan.ops",
+               "fastpggan.augment",
                "fastpggan.kernels"}),
     ("data and measures", {"fastpggan.data", "fastpggan.metrics", "fastpggan.sampling"}),
     ("training", {"fastpggan.training"}),

@@ -62,6 +62,7 @@ def _hooked(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
         "lr": (["--lr", "0.002"], {r: 0.002 for r in DEFAULT_LR}),
         "metrics": (["--metric", "fid"], ["fid"]),  # checked only with --metric-every
         "cache_dir": (["--cache-dir", str(tmp_path / "c")], str(tmp_path / "c")),
+        "aug_pipe": (["--aug-pipe", "gc"], "gc"),
     }
 
 
@@ -152,29 +153,29 @@ def test_every_field_has_a_resume_rule():
 
 
 def test_a_new_numeric_setting_is_one_declaration():
-    """Say the next issue adds an augmentation probability: one field, and it has a flag, help
+    """Say the next issue adds a cutout probability: one field, and it has a flag, help
     with its default, a range check naming the flag, and a resume rule."""
 
     @dataclass
     class NextConfig(TrainConfig):
-        aug_p: float = setting(0.0, resume=MAY, limit=Limit(0.0, 1.0), flag=Flag(
-            "--aug-p", "probability of augmenting each real image (default: %(default)s)", "P"))
+        cutout_p: float = setting(0.0, resume=MAY, limit=Limit(0.0, 1.0), flag=Flag(
+            "--cutout-p", "probability of cutting out a patch of each real image (default: %(default)s)", "P"))
 
     p = argparse.ArgumentParser()
     add_setting_flags(p, NextConfig)
-    assert "probability of augmenting each real image (default: 0.0)" in " ".join(p.format_help().split())
-    assert flag_values(p.parse_args(["--aug-p", "0.25"]), NextConfig)["aug_p"] == 0.25
-    assert flag_values(p.parse_args([]), NextConfig)["aug_p"] == 0.0
+    assert "probability of cutting out a patch of each real image (default: 0.0)" in " ".join(p.format_help().split())
+    assert flag_values(p.parse_args(["--cutout-p", "0.25"]), NextConfig)["cutout_p"] == 0.25
+    assert flag_values(p.parse_args([]), NextConfig)["cutout_p"] == 0.0
     with pytest.raises(SystemExit):  # argparse refuses text that is no number
-        p.parse_args(["--aug-p", "often"])
+        p.parse_args(["--cutout-p", "often"])
     for bad in (math.nan, math.inf, -0.5, 1.5):
         with pytest.raises(ValueError) as e:
-            check_config_numbers(NextConfig(aug_p=bad))
-        assert str(e.value) == f"--aug-p must be a finite number in [0, 1], got {bad!r}"
-    check_config_numbers(NextConfig(aug_p=1.0))
-    assert limits(NextConfig)["aug_p"] == Limit(0.0, 1.0)
-    assert rules(NextConfig)["aug_p"].kind == MAY_CHANGE
-    assert "aug_p" not in RESUME_POLICY and "aug_p" not in LIMITS  # TrainConfig itself unchanged
+            check_config_numbers(NextConfig(cutout_p=bad))
+        assert str(e.value) == f"--cutout-p must be a finite number in [0, 1], got {bad!r}"
+    check_config_numbers(NextConfig(cutout_p=1.0))
+    assert limits(NextConfig)["cutout_p"] == Limit(0.0, 1.0)
+    assert rules(NextConfig)["cutout_p"].kind == MAY_CHANGE
+    assert "cutout_p" not in RESUME_POLICY and "cutout_p" not in LIMITS  # TrainConfig itself unchanged
 
 
 def test_a_parse_error_names_its_flag_once():

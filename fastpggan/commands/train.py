@@ -34,6 +34,7 @@ from fastpggan.console import printable
 from fastpggan.data import DataError, ImageData, Source, check_labels, load_data, open_source
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import describe_impl
+from fastpggan.training.ada import aug_suggestion
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed
@@ -346,6 +347,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
     if cfg.cond:
         shown = ", ".join(f"{printable(c)} {n}" for c, n in zip(cfg.classes or [], cfg.class_counts or []))
         echo(f"classes: {cfg.label_size} ({shown})")
+    if (suggestion := aug_suggestion(data.count, cfg.aug)) is not None:
+        echo(suggestion)
     echo(describe_impl(cfg.impl, cfg.device))
     device_type = torch.device(cfg.device).type
     capability = torch.cuda.get_device_capability() if device_type == "cuda" else None

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from fastpggan.augment import DEFAULT_PIPE, check_pipe
 from fastpggan.metrics.diversity import DEFAULT_THRESHOLD
 from fastpggan.networks import check_resolution
 from fastpggan.ranges import Limit
@@ -29,6 +30,8 @@ from fastpggan.training.steps import COMPILE_BACKENDS, PRECISIONS
 # computed at the current resolution; "current" = the current-resolution image (the seed
 # article's form).
 GP_RESOLUTIONS = ("full", "current")
+# --aug: off (the authors' recipe), a fixed strength, or ADA's adaptive one.
+AUG_MODES = ("off", "fixed", "ada")
 DEFAULT_METRICS = ("swd",)
 
 # Settings that define the networks' shapes: a checkpoint only fits a run that agrees on them.
@@ -144,6 +147,33 @@ class TrainConfig:
         True, resume=MAY,
         flag=Flag("--no-mirror", "turn off random horizontal flips of the reals (default: flips "
                   "on)", action="store_false", dest="mirror"))
+    # Augmentation of every image D sees (fastpggan.augment): off by default, the recipe's
+    aug: str = setting(
+        "off", resume=MAY,
+        flag=Flag("--aug", "augment every image the critic sees (reals, fakes, the penalty's "
+                  "mixes) with probability p per transform: off (the authors' recipe), fixed "
+                  "(p = --aug-p) or ada (p adapted to the critic's overfitting signal, starting "
+                  "at --aug-p); for small datasets, see the README (default: %(default)s)",
+                  choices=AUG_MODES))
+    aug_p: float = setting(
+        0.0, resume=MAY, limit=Limit(0.0, 1.0),
+        flag=Flag("--aug-p", "augmentation probability: the value with --aug fixed, the start "
+                  "with --aug ada (a resumed ada run keeps its checkpoint's p) (default: "
+                  "%(default)s)", "P"))
+    aug_target: float = setting(
+        0.6, resume=MAY, limit=Limit(0.0, 1.0),
+        flag=Flag("--aug-target", "--aug ada raises p while the overfitting signal is above "
+                  "this, lowers it while below (default: %(default)s, ADA's)", "T"))
+    aug_kimg: float = setting(
+        500.0, resume=MAY, limit=Limit(0.0, BIG_KIMG, lo_open=True),
+        flag=Flag("--aug-kimg", "--aug ada moves p by at most 1 per this many thousand images "
+                  "(default: %(default)g, ADA's)", "K"))
+    aug_pipe: str = setting(
+        DEFAULT_PIPE, resume=fixed("the critic has learnt these transforms"),
+        flag=Flag("--aug-pipe", "augmentation classes, any of b (x-flip, quarter turns, integer "
+                  "moves), g (scale, rotation, anisotropy, fractional moves), c (brightness, "
+                  "contrast, luma flip, hue, saturation) (default: %(default)s)", "CLASSES",
+                  parse=check_pipe))
     ema_beta: float = setting(
         0.999, resume=MAY, limit=Limit(0.0, 1.0, hi_open=True),
         flag=Flag("--ema-beta", "per-step decay of the generator average used for samples "

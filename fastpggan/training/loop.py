@@ -47,6 +47,7 @@ from fastpggan.console import printable
 from fastpggan.data import ImageData
 from fastpggan.errors import stop_signals
 from fastpggan.networks import Discriminator, Generator
+from fastpggan.training.ada import AugmentStrength
 from fastpggan.training.checkpoint import FORMAT, checkpoint_name, list_checkpoints, save_checkpoint
 from fastpggan.training.collapse import CollapseMonitor, run_latents
 from fastpggan.training.config import TrainConfig
@@ -99,14 +100,18 @@ class Trainer:
         adam = dict(lr=cfg.lr[4], betas=tuple(cfg.betas), eps=cfg.adam_eps)  # each phase sets its own
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
+        self.gen = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, self.dist.rank))
+        # --aug: its strength p (moved on the device by --aug ada) and the pipeline, which draws
+        # from the latents' generator (saved in checkpoints); off, nothing draws from it.
+        self.aug = AugmentStrength(cfg.aug, cfg.aug_pipe, cfg.aug_p, cfg.aug_target, cfg.aug_kimg,
+                                   self.device, self.gen, self.dist)
         self.steps = TrainSteps(
             self.G, self.D, self.opt_g, self.opt_d, compile=cfg.compile,
             compile_backend=cfg.compile_backend, precision=cfg.precision,
             gp_lambda=cfg.gp_lambda, drift=cfg.drift, gp_every=cfg.gp_every, gp_resolution=cfg.gp_resolution,
-            grad_sync=self.dist.sync_grads if self.dist.enabled else None,
+            grad_sync=self.dist.sync_grads if self.dist.enabled else None, augment=self.aug.augment,
         )
         self.compiled_segments: set[tuple[int, bool]] = set()  # whose compile time was reported
-        self.gen = torch.Generator(self.device).manual_seed(rank_seed(cfg.seed, self.dist.rank))
         self.fade_t = torch.zeros((), device=self.device)
         # Conditional: every real's class, int64 [N] on the device (G's step draws its labels
         # from them, so classes come at the data's frequencies, as the authors draw them).
@@ -151,6 +156,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "steps": self.steps.state_dict(),
+            "augment": self.aug.state_dict(),
             "progress": self.progress.state_dict(),
             "rng": rng,
         }
@@ -165,6 +171,7 @@ class Trainer:
         self.opt_d.load_state_dict(s["opt_d"])
         self._apply_adam_settings()
         self.steps.load_state_dict(s.get("steps", {}))
+        self.aug.load_state_dict(s.get("augment"))
         self.progress.load_state_dict(s["progress"])
         self.resumed_at = self.progress.images
         self.progress.restart_intervals(self.cfg, self.resumed_changes)

@@ -28,6 +28,7 @@ from fastpggan.atomic import DiskFullError, atomic_write
 from fastpggan.data import RealBatches
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.sampling import make_grid, sample
+from fastpggan.training.ada import SIGNAL
 from fastpggan.training.checkpoint import latest_checkpoint
 from fastpggan.training.distributed import Distributed, StopVote
 from fastpggan.training.resume_policy import show_value
@@ -39,7 +40,8 @@ if TYPE_CHECKING:  # for the annotation only: loop imports this module
     from fastpggan.training.loop import Trainer
 
 Fade = float | torch.Tensor
-STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss")
+# the losses, the overfitting signals (TrainSteps.d_step) and the augmentation strength p
+STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss", "aug_rt", "aug_rmid", "aug_p")
 
 
 class NonFinite(Exception):
@@ -239,7 +241,9 @@ class Run:
             self.log.record("event", pr.images, event="compile", res=res, phase=kind, seconds=round(secs, 2))
             self.echo(f"compiled the {res}px {kind} step in {secs:.1f}s")
         ema_update(t.G_ema, t.G, cfg.ema_beta)
-        self.stats.add(torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss]))
+        self.stats.add(torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss, stats["aug_rt"],
+                                    stats["aug_rmid"], t.aug.p]))
+        t.aug.observe(stats[SIGNAL], B)  # after the record of the p this step used
         pr.images += B * W
         pr.step += 1
         self._bar.update(min(B * W, pos.phase.end - pos.phase.start - self._bar.n))
@@ -299,9 +303,11 @@ class Run:
             kind = "phase_end" if due.phase_end else "tick"
             self.log.record(kind, pr.images, res=res, fade=round(pos.fade, 4), grid=grid.name)
             div, warning = self._measure_diversity(pos, samples) if t.collapse is not None else ("", None)
+            # p and the signal that moves it (ada.SIGNAL)
+            aug = f"  aug p {vals['aug_p']:.3f} r {vals[SIGNAL]:.3f}" if self.cfg.aug != "off" else ""
             self.echo(
                 f"{kind} {pr.images / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
-                f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{div}"
+                f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{aug}{div}"
             )
             for line in (warning or "").splitlines():  # a conditional run may warn for several classes
                 self.echo(line)

@@ -162,7 +162,10 @@ class TrainSteps:
     the current one (see :mod:`fastpggan.loss`). ``grad_sync``: called on D (and G) between the
     backward pass and the optimizer step; multi-process runs average the gradients over the
     ranks there (:meth:`.distributed.Distributed.sync_grads`). ``cond_weight``: the weight of
-    the label terms of a conditional run (the authors' 1.0).
+    the label terms of a conditional run (the authors' 1.0). ``augment``: applied to every
+    image D sees (reals, fakes, the penalty's mixes, the G step's fakes; eager), the penalty's
+    gradient taken with respect to the image before it (:mod:`fastpggan.augment`); ``None``:
+    none (the authors' recipe).
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class TrainSteps:
         gp_resolution: str = "full",
         grad_sync: Callable[[nn.Module], None] | None = None,
         cond_weight: float = 1.0,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -196,6 +200,7 @@ class TrainSteps:
         self.gp_resolution = gp_resolution
         self.grad_sync = grad_sync
         self.cond_weight = cond_weight
+        self.augment = augment
         if compile:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
@@ -217,6 +222,12 @@ class TrainSteps:
         self.scaler_g = torch.amp.GradScaler(device_type, enabled=scale)
         self.scaler_d = torch.amp.GradScaler(device_type, enabled=scale)
         self._last_gp: torch.Tensor | None = None
+        if augment is not None:
+            self.D_seen: Callable[..., torch.Tensor] = lambda x, fade, **kw: self.D(augment(x), fade, **kw)
+            self.D_seen_run: Callable[..., torch.Tensor] = (
+                lambda x, fade, **kw: self.D_run(augment(x), fade, **kw))
+        else:
+            self.D_seen, self.D_seen_run = self.D, self.D_run
 
     def _critic(
         self, images: torch.Tensor, fade: Fade, labels: torch.Tensor | None
@@ -225,8 +236,8 @@ class TrainSteps:
         term of its logits (0-d), else ``None``."""
         with self._autocast():
             if labels is None:
-                return _full(self.D_run(images, fade)), None
-            scores, logits = self.D_run(images, fade, logits=True)
+                return _full(self.D_seen_run(images, fade)), None
+            scores, logits = self.D_seen_run(images, fade, logits=True)
         return _full(scores), label_term(_full(logits), labels, self.cond_weight)
 
     def d_step(
@@ -245,7 +256,11 @@ class TrainSteps:
         ``step % gp_every == 0``. ``labels``: the reals' classes, int64 ``[B]`` (conditional
         runs only): the fakes are made with them and both label terms are added. Returns
         detached 0-d statistics ``d_loss, d_real, d_fake, gp`` (``gp`` is the latest penalty
-        taken), and with labels ``d_cond`` (the two label terms).
+        taken), with labels ``d_cond`` (the two label terms), and the overfitting signals of
+        the reals' scores ``s`` (as D saw them, augmented or not): ``aug_rt = mean(sign(s))``
+        (ADA's) and ``aug_rmid = mean(sign(s - (mean(s) + mean(D(fake))) / 2))`` (the share of
+        reals on the real side of the midpoint between the two means, minus the share on the
+        other side).
         """
         gp_lambda = self.gp_lambda * self.gp_every
         g_args = () if labels is None else (labels,)
@@ -269,7 +284,7 @@ class TrainSteps:
         gp = penalty_term = None
         if step % self.gp_every == 0:
             upscale = penalty_upscale(self.gp_resolution, self.D.resolution, res)
-            gp = gradient_penalty(self.D, real, fake, fade, alpha=alpha, upscale=upscale)
+            gp = gradient_penalty(self.D_seen, real, fake, fade, alpha=alpha, upscale=upscale)
             penalty_term = critic_penalty_term(gp, gp_lambda)
             self.scaler_d.scale(penalty_term).backward()
         terms = CriticTerms(real_term, fake_term, penalty_term)
@@ -279,6 +294,10 @@ class TrainSteps:
         if gp is not None:
             self._last_gp = stats["gp"]
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
+        with torch.no_grad():
+            stats["aug_rt"] = real_scores.sign().mean()
+            mid = (real_scores.mean() + fake_scores.detach().mean()) / 2
+            stats["aug_rmid"] = (real_scores - mid).sign().mean()
         if self.grad_sync is not None:
             self.grad_sync(self.D)
         self.scaler_d.step(self.opt_d)
@@ -292,7 +311,7 @@ class TrainSteps:
         try:
             if labels is None:
                 with self._autocast():
-                    loss = _full(g_loss_wgan(self.D_run, self.G_run(z, res, fade), fade))
+                    loss = _full(g_loss_wgan(self.D_seen_run, self.G_run(z, res, fade), fade))
             else:
                 with self._autocast():
                     fake = self.G_run(z, res, fade, labels)
