@@ -171,3 +171,30 @@ def test_train_suggests_aug_ada_for_a_small_dataset_only():
     assert "--aug ada" in aug_suggestion(200, "off")
     assert aug_suggestion(SUGGEST_BELOW, "off") is None
     assert aug_suggestion(200, "ada") is None and aug_suggestion(200, "fixed") is None
+
+
+def _ada_ranks_worker(rank: int, port: int, out: str) -> None:
+    import test_distributed
+
+    dist = test_distributed._join(rank, port)
+    try:
+        s = AugmentStrength("ada", "bgc", 0.5, 0.6, 1.0, torch.device("cpu"), None, dist)
+        # rank 0 alone would raise p (signal 1 > 0.6), rank 1 alone lower it (0 < 0.6); over
+        # both, weighted by images, the mean is (6 * 1 + 2 * 0) / 8 = 0.75: up
+        signal, images = (torch.tensor(1.0), 6) if rank == 0 else (torch.tensor(0.0), 2)
+        for _ in range(ADJUST_EVERY):
+            s.observe(signal, images)
+        torch.save(s.p.clone(), f"{out}/p{rank}.pt")
+    finally:
+        dist.close()
+
+
+@pytest.mark.slow  # two spawned processes: ~5 s
+def test_under_two_ranks_the_signal_is_summed_over_processes(tmp_path):
+    import torch.multiprocessing as mp
+    from test_distributed import _free_port
+
+    mp.spawn(_ada_ranks_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    p0, p1 = (torch.load(tmp_path / f"p{r}.pt") for r in range(2))
+    assert torch.equal(p0, p1)
+    assert p0.item() == pytest.approx(0.5 + ADJUST_EVERY * 8 / 1000)
