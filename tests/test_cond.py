@@ -198,3 +198,34 @@ def test_compiled_conditional_step_matches_eager_and_labels_do_not_recompile() -
     assert counters["stats"]["unique_graphs"] == graphs
     assert_same_params(D2, D, 1e-9)
     assert_same_params(G2, G, 1e-9)
+
+
+def test_a_conditional_critic_sees_augmented_images() -> None:
+    """With --aug, D's label logits come from the augmented images too (reals, then fakes: the
+    augmentation's draws in that order), and p = 0 changes nothing."""
+    from fastpggan.augment import Augment
+    from fastpggan.loss import label_term
+
+    def aug(p: float) -> Augment:
+        return Augment("bgc", torch.tensor(p, dtype=F64), torch.Generator().manual_seed(3))
+
+    G, D = tiny_cond()
+    G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+    real, z_d, alpha, z_g, labels, g_labels = batch()
+    stats = sgd_steps(G, D, augment=aug(0.8)).d_step(real, z_d, alpha, 8, 1.0, labels=labels)
+    ref = aug(0.8)
+    with torch.no_grad():
+        fake = G_ref(z_d, 8, 1.0, labels)
+        want = sum(label_term(D_ref(ref(x), 1.0, logits=True)[1], labels) for x in (real, fake))
+        plain = sum(label_term(D_ref(x, 1.0, logits=True)[1], labels) for x in (real, fake))
+    torch.testing.assert_close(stats["d_cond"], want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(want, plain)  # the augmentation reached the label logits
+
+    G0, D0 = tiny_cond()
+    G1, D1 = copy.deepcopy(G0), copy.deepcopy(D0)
+    for steps in (sgd_steps(G0, D0), sgd_steps(G1, D1, augment=aug(0.0))):
+        steps.d_step(real, z_d, alpha, 8, 1.0, labels=labels)
+        steps.g_step(z_g, 8, 1.0, labels=g_labels)
+    for a, b in ((G0, G1), (D0, D1)):
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert torch.equal(p, q)
