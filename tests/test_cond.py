@@ -24,12 +24,7 @@ K = 3  # classes
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
+from test_steps import _fresh_dynamo  # noqa: F401,E402  (autouse: every test starts without graphs)
 
 
 def tiny_cond(dtype=F64, label_size=K):

@@ -248,7 +248,12 @@ def test_d_step_equals_the_reference_loss(res, gp_resolution, upscale) -> None:
     stats = steps.d_step(real, z_d, alpha, res, fade)
     with torch.no_grad():
         fake = G(z_d, res, fade)
-    loss, want = d_loss_wgan_gp(D_ref, real, fake, fade, alpha=alpha, upscale=upscale)
+    assert_d_step_is(D, stats, D_ref, *d_loss_wgan_gp(D_ref, real, fake, fade, alpha=alpha, upscale=upscale))
+
+
+def assert_d_step_is(D, stats, D_ref, loss, want) -> None:
+    """``D`` after one SGD step (lr 0.1, :func:`make_steps`) and the step's ``stats`` are those
+    of the reference ``loss`` (and its statistics ``want``) on ``D_ref``, to 1e-12."""
     loss.backward()
     with torch.no_grad():
         for p in D_ref.parameters():
