@@ -285,3 +285,21 @@ def test_torchrun_resumes_a_single_process_checkpoint(tmp_path):
     state = load_checkpoint(latest_checkpoint(two))
     assert state["progress"]["images"] == 48 and state["progress"]["step"] == 2 + 4
     assert len(set(state["ranks"]["param_sha256"])) == 1
+
+
+@pytest.mark.slow
+def test_torchrun_with_aug_ada_moves_p_alike_and_resumes_exactly(tmp_path):
+    # p moves from the signal summed over both ranks (fast: --aug-kimg 0.01); a resume from
+    # the end of 4px under 2 processes ends with the uninterrupted run's weights and p.
+    aug = ["--aug", "ada", "--aug-p", "0.2", "--aug-kimg", "0.01", "--batch", "8"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    _torchrun("--out", str(a), *aug, *TINY, cwd=tmp_path)
+    end = load_checkpoint(latest_checkpoint(a))
+    assert end["augment"]["p"].item() != 0.2
+    assert end["ranks"]["param_sha256"] == [param_digest(end[m] for m in ("G", "D", "G_ema"))] * 2
+    _torchrun("--out", str(b), *aug, "--resume", str(a / "ckpt-00000.024kimg-8px.pt"), *TINY, cwd=tmp_path)
+    again = load_checkpoint(latest_checkpoint(b))
+    assert torch.equal(again["augment"]["p"], end["augment"]["p"])
+    wa, wb = _final_weights(a), _final_weights(b)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
