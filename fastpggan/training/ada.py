@@ -53,7 +53,9 @@ class AugmentStrength:
         :data:`ADJUST_EVERY`-th call moves ``p`` (``"ada"`` only; no host sync)."""
         if self.mode != "ada":
             return
-        self._acc += torch.stack([signal.detach().float() * images, signal.new_tensor(float(images))])
+        # in place: no new tensor and no host copy per step
+        self._acc[0].add_(signal.detach(), alpha=images)
+        self._acc[1].add_(images)
         self._steps += 1
         if self._steps % ADJUST_EVERY == 0:
             self._adjust()
@@ -78,17 +80,3 @@ class AugmentStrength:
         self.p.copy_(state["p"])
         self._acc.copy_(state["acc"])
         self._steps = int(state["steps"])
-
-
-# Below this many images `train` suggests --aug ada (provisional: bench/RESULTS.md, "Small
-# datasets", measured 200 faces against 10,000 at 16 px only).
-SUGGEST_BELOW = 2000
-
-
-def aug_suggestion(images: int, mode: str) -> str | None:
-    """The one line ``train`` prints when a run without augmentation has fewer than
-    :data:`SUGGEST_BELOW` images, else ``None``."""
-    if mode != "off" or images >= SUGGEST_BELOW:
-        return None
-    return (f"note: {images} images is a small dataset (below {SUGGEST_BELOW}): the critic may memorise "
-            "them; consider --aug ada (README, Small datasets)")

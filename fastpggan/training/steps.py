@@ -200,7 +200,6 @@ class TrainSteps:
         self.gp_resolution = gp_resolution
         self.grad_sync = grad_sync
         self.cond_weight = cond_weight
-        self.augment = augment
         if compile:
             torch._dynamo.config.recompile_limit = max(
                 torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT
