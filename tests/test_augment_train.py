@@ -158,14 +158,6 @@ def test_p_and_the_signals_are_logged_and_on_the_tick_line(tmp_path):
     assert any(" aug p " in line and " r " in line for line in lines if line.startswith("tick"))
 
 
-def test_train_suggests_aug_ada_for_a_small_dataset_only():
-    from fastpggan.training.ada import SUGGEST_BELOW, aug_suggestion
-
-    assert "--aug ada" in aug_suggestion(200, "off")
-    assert aug_suggestion(SUGGEST_BELOW, "off") is None
-    assert aug_suggestion(200, "ada") is None and aug_suggestion(200, "fixed") is None
-
-
 def _ada_ranks_worker(rank: int, port: int, out: str) -> None:
     import test_distributed
 

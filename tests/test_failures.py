@@ -380,6 +380,10 @@ def test_a_damaged_image_cache_is_rebuilt_from_the_data_with_one_line(tmp_path, 
     assert len(warned) == 1 and "res8.npy" in warned[0] and "rebuilt it from" in warned[0], warned
     assert all(np.array_equal(again.levels[r], want[r]) for r in want)  # the real pixels again
     assert [line for line in load_data(source, 8, cache).report() if "is damaged (" in line] == []
+    if how == "pixels zeroed":  # a rank after rank 0 checks sizes and headers, not the pixels
+        _damage(folder / "res8.npy", how)
+        unchecked = load_data(source, 8, cache, verify_contents=False)
+        assert not [n for n in unchecked.report() if "is damaged (" in n] and not unchecked.levels[8].any()
 
 
 def test_a_damaged_cache_whose_data_is_gone_is_refused_and_resume_never_trains_on_it(tmp_path, capsys):
@@ -566,7 +570,11 @@ def test_too_few_images_get_one_warning(tmp_path, capsys):
     assert warned.startswith("warning: the data holds 4 images, fewer than one minibatch at 4px (8)")
     assert main([*RUN8, "--out", str(tmp_path / "b")]) == 0
     said = capsys.readouterr().out
-    assert said.count("warning: the data holds only 32 images (under 1000)") == 1
+    assert said.count("warning: the data holds only 32 images (under 2000)") == 1
+    assert said.count("--aug ada (README, Small datasets)") == 1  # the one line names it
+    assert main([*RUN8, "--out", str(tmp_path / "c"), "--aug", "fixed", "--aug-p", "0.1"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("warning: the data holds only 32 images") == 1 and "--aug ada" not in said
 
 
 def test_an_unlistable_folder_is_called_a_folder_and_names_stay_on_one_line(tmp_path, monkeypatch):

@@ -34,7 +34,6 @@ from fastpggan.console import printable
 from fastpggan.data import DataError, ImageData, Source, check_labels, load_data, open_source
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import describe_impl
-from fastpggan.training.ada import aug_suggestion
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
 from fastpggan.training.config import TrainConfig
 from fastpggan.training.distributed import Distributed
@@ -272,17 +271,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 # Under this many images a GAN mostly learns to reproduce them (the paper's data sets hold 30k
 # images and more; few-image GAN studies see the discriminator memorise sets of a few thousand).
-FEW_IMAGES = 1000
+# Provisional: the --aug measurement (bench/RESULTS.md, small datasets) did not separate 200
+# faces from 10,000 at 16 px.
+FEW_IMAGES = 2000
 
 
-def _few_images(count: int, first_batch: int) -> str | None:
-    """The one-line warning for a data set too small to train a GAN on, else ``None``."""
+def _few_images(count: int, first_batch: int, aug: str) -> str | None:
+    """The one-line warning for a data set too small to train a GAN on, else ``None``; without
+    ``--aug`` it names the augmentation meant for small data."""
+    hint = "; augmenting what the critic sees may help: --aug ada (README, Small datasets)" if aug == "off" else ""
     if count < first_batch:
         return (f"warning: the data holds {count} images, fewer than one minibatch at 4px ({first_batch}): "
-                "every step shows some of them more than once")
+                f"every step shows some of them more than once{hint}")
     if count < FEW_IMAGES:
         return (f"warning: the data holds only {count} images (under {FEW_IMAGES}): a GAN learns to reproduce "
-                "so few rather than to vary them (the paper's data sets hold 30k and more)")
+                f"so few rather than to vary them (the paper's data sets hold 30k and more){hint}")
     return None
 
 
@@ -322,7 +325,9 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         if not dist.is_main:
             dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
         with usage_errors(DataError):
-            data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers)
+            # rank 0 verified the cache's contents (or built it) before the others open it
+            data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers,
+                             verify_contents=dist.is_main)
         if cfg.cond:
             cfg = _with_classes(cfg, data, state, path)
     except (UsageError, DiskFullError, Interrupted):
@@ -340,15 +345,13 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
-    if (few := _few_images(data.count, cfg.batch[4])) is not None:
+    if (few := _few_images(data.count, cfg.batch[4], cfg.aug)) is not None:
         echo(few)
     if (slow := _slow_average(cfg)) is not None:
         echo(slow)
     if cfg.cond:
         shown = ", ".join(f"{printable(c)} {n}" for c, n in zip(cfg.classes or [], cfg.class_counts or []))
         echo(f"classes: {cfg.label_size} ({shown})")
-    if (suggestion := aug_suggestion(data.count, cfg.aug)) is not None:
-        echo(suggestion)
     echo(describe_impl(cfg.impl, cfg.device))
     device_type = torch.device(cfg.device).type
     capability = torch.cuda.get_device_capability() if device_type == "cuda" else None
