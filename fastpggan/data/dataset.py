@@ -573,10 +573,14 @@ def load_data(
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    verify_contents: bool = True,
 ) -> ImageData:
     """Decode ``source`` once at ``resolution`` into per-resolution arrays (see module doc).
 
-    ``workers`` DataLoader processes decode in parallel. ``DataError`` if nothing decodes;
+    ``workers`` DataLoader processes decode in parallel. ``verify_contents=False`` checks an
+    existing cache's sizes and headers only: for a process whose cache another one has just
+    verified (the ranks after rank 0 under torchrun), so that the hashing is not repeated per
+    process. ``DataError`` if nothing decodes;
     :class:`fastpggan.atomic.DiskFullError` when the disk fills up while the cache is written
     (nothing partial is left).
     """
@@ -587,7 +591,7 @@ def load_data(
     damaged = None
     if final is not None and (final / "meta.json").exists():
         try:
-            return _open_cache(source, resolution, final)
+            return _open_cache(source, resolution, final, contents=verify_contents)
         except CacheDamaged as e:
             damaged = f"the image cache {one_line(str(final))} is damaged ({one_line(str(e))})"
     if source.kind != FACES and count_image_headers(source) == 0:
