@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 from test_steps import _fresh_dynamo  # noqa: F401,E402  (autouse: every test starts without graphs)
+from test_steps import batch as steps_batch  # noqa: E402
 
 
 def tiny_cond(dtype=F64, label_size=K):
@@ -35,14 +36,9 @@ def tiny_cond(dtype=F64, label_size=K):
 
 
 def batch(n=6, res=8, dtype=F64):
+    """:func:`test_steps.batch` and two draws of classes: the reals', G's."""
     g = torch.Generator().manual_seed(17)
-    real = torch.randn(n, 3, res, res, generator=g, dtype=dtype)
-    z_d = torch.randn(n, 8, generator=g, dtype=dtype)
-    alpha = torch.rand(n, 1, 1, 1, generator=g, dtype=dtype)
-    z_g = torch.randn(n, 8, generator=g, dtype=dtype)
-    labels = torch.randint(K, (n,), generator=g)
-    g_labels = torch.randint(K, (n,), generator=g)
-    return real, z_d, alpha, z_g, labels, g_labels
+    return (*steps_batch(n, res, dtype), torch.randint(K, (n,), generator=g), torch.randint(K, (n,), generator=g))
 
 
 def sgd_steps(G, D, compile=False, **kw):
