@@ -43,6 +43,7 @@ then removed as superseded. Caches of other sources in a shared ``--cache-dir`` 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ from PIL import Image
 from fastpggan.atomic import HOST, DiskFullError, clean_temp_files, is_disk_full
 from fastpggan.console import one_line
 from fastpggan.errors import ignore_stop_signals, stop_signals_blocked
+from fastpggan.data.holdout import rows
 from fastpggan.data.faces import FACES_VERSION, HAIR_NAMES, face_array, hair_class
 from fastpggan.data.images import UnreadableImage, halve, open_image, to_square_array
 
@@ -404,6 +406,14 @@ class ImageData:
     @property
     def count(self) -> int:
         return self.levels[self.resolution].shape[0]
+
+    def take(self, index: np.ndarray) -> ImageData:
+        """The images ``index`` (sorted int64, e.g. :func:`fastpggan.data.split_holdout`'s) as an
+        :class:`ImageData` of their own, their levels read through the original arrays (no
+        copy: :func:`fastpggan.data.holdout.rows`) and their labels with them."""
+        labels = None if self.labels is None else np.asarray(self.labels)[index]
+        return dataclasses.replace(self, levels={r: rows(a, index) for r, a in self.levels.items()},
+                                   labels=labels)
 
     def class_counts(self) -> list[int]:
         """Images per class, in ``class_names`` order."""
