@@ -1,12 +1,15 @@
-"""Small-data measurement for --aug (issue 21): a run's overfitting signals and p over time
-from its log.jsonl, and for each of its 16 px (or final) checkpoints G_ema's SWD against
-held-out built-in faces and a memorisation ratio.
+"""Small-data measurement for --aug (issue 21): a run's overfitting signal and p over time
+from its log.jsonl, and for each of its 16 px (or final) checkpoints G_ema's (--weights G:
+G's) SWD against held-out built-in faces, a memorisation ratio and the critic's r_v.
 
 Held-out faces are built-in faces with indices from ``--heldout-from`` on (default 20000):
 no run with ``--num-faces`` below that ever trained on them. Memorisation: for each of 256
 samples, the L2 distance (pixels in [-1, 1]) to its nearest training face over the distance to
 its nearest held-out face, among as many held-out faces as the run trained on; the mean ratio
 is below 1 when samples sit closer to the training set than to new faces of the same kind.
+The checkpoint's critic gives ``r_v`` on clean images (:func:`critic_rv`): training faces
+against as many held-out faces and the trained G's samples, and how much ``r_v`` spreads when
+only 20 or 100 held-out faces are scored (the size of a small folder's ``--holdout``).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python -m bench.ada_small_data RUN_DIR [RUN_DIR ...]
 """
@@ -22,7 +25,10 @@ import torch
 
 from fastpggan.data.faces import face_array
 from fastpggan.metrics.swd import swd
+from fastpggan.networks import Discriminator
+from fastpggan.training.ada import overfit_ratio
 from fastpggan.training.checkpoint import generator_of, list_checkpoints, load_checkpoint
+from fastpggan.training.config import TrainConfig
 
 
 def faces(start: int, n: int, res: int) -> torch.Tensor:
@@ -41,14 +47,43 @@ def signals(run: Path) -> list[dict]:
     for line in (run / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["kind"] == "log":
-            out.append({k: r.get(k) for k in ("kimg", "res", "aug_p", "aug_rt", "aug_rmid", "d_real", "d_fake",
+            out.append({k: r.get(k) for k in ("kimg", "res", "aug_p", "rv", "d_real", "d_fake", "d_heldout",
                                                "img_per_s")})
+    return out
+
+
+def critic_rv(state: dict, train: torch.Tensor, held: torch.Tensor, res: int, fade: float) -> dict:
+    """The checkpoint's critic on un-augmented images: mean scores of the training faces, of
+    as many held-out faces and of the trained G's samples, and ADA's validation form
+    ``r_v = (train - held) / (train - fakes)`` (0: the critic scores unseen faces as it scores
+    the training set; 1: as it scores fakes)."""
+    cfg = TrainConfig.from_dict(state["config"])
+    D = Discriminator(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.mbstd_group_size, impl="reference",
+                      label_size=cfg.label_size)
+    D.load_state_dict(state["D"])
+    D.eval().requires_grad_(False)
+    G, _, _ = generator_of(dict(state, G_ema=state["G"]))
+    z = torch.randn(train.shape[0], G.latent_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        score = lambda x: torch.cat([D(part, fade) for part in x.split(250)]).flatten()
+        r, v = score(train).mean(), score(held)
+        f = score(torch.cat([G(part, res, fade) for part in z.split(250)])).mean()
+    out = {"d_train": round(r.item(), 4), "d_held": round(v.mean().item(), 4), "d_fake": round(f.item(), 4),
+           "rv": round(overfit_ratio(r, f, v.mean()).item(), 4)}
+    # a small holdout's own spread: r_v with k held-out faces drawn from these, 200 draws
+    g = torch.Generator().manual_seed(3)
+    for k in (20, 100):
+        if k < len(v):
+            draws = torch.stack([overfit_ratio(r, f, v[torch.randperm(len(v), generator=g)[:k]].mean())
+                                 for _ in range(200)])
+            out[f"rv_sd{k}"] = round(draws.std().item(), 4)
     return out
 
 
 def measure(ckpt: Path, train: torch.Tensor, held: torch.Tensor, held_swd: torch.Tensor, n: int,
             weights: str = "G_ema") -> dict:
     state = load_checkpoint(ckpt)
+    critic = critic_rv(state, train, held, *generator_of(state)[1:])
     if weights == "G":  # the trained generator, not its average (short runs: the average lags)
         state = dict(state, G_ema=state["G"])
     G, res, fade = generator_of(state)
@@ -62,7 +97,7 @@ def measure(ckpt: Path, train: torch.Tensor, held: torch.Tensor, held_swd: torch
             "swd": round(d["swd_x1e3_avg"], 2),
             "mem_ratio": round((near_train / near_held).mean().item(), 4),
             "closer_to_train": round((near_train < near_held).float().mean().item(), 3),
-            "p": float(state.get("augment", {}).get("p", torch.tensor(0.0)))}
+            "p": float(state.get("augment", {}).get("p", torch.tensor(0.0))), **critic}
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from fastpggan.augment import Augment
 from fastpggan.data import load_data, open_source
 from fastpggan.loss import d_loss_wgan_gp, g_loss_wgan
 from fastpggan.training import Trainer, latest_checkpoint, load_checkpoint
-from fastpggan.training.ada import ADJUST_EVERY, AugmentStrength
+from fastpggan.training.ada import ADJUST_EVERY, AugmentStrength, overfit_ratio
 from fastpggan.training.distributed import Distributed
 from test_steps import assert_d_step_is, batch, make_steps, tiny_models
 from test_train import _weights, tiny_config
@@ -88,9 +88,25 @@ def test_moving_p_does_not_recompile():
         torch._dynamo.reset()
 
 
+def _scores(rv: float, real: float = 1.0, fake: float = 0.0) -> dict[str, torch.Tensor]:
+    """d_step statistics whose overfitting ratio is ``rv``."""
+    held = real - rv * (real - fake)
+    return {"d_real": torch.tensor(real), "d_fake": torch.tensor(fake), "d_heldout": torch.tensor(held)}
+
+
+def test_overfit_ratio_is_adas_validation_form_free_of_the_critics_offset_and_scale():
+    r, f, v = torch.tensor(2.0), torch.tensor(-2.0), torch.tensor(1.0)
+    assert overfit_ratio(r, f, v).item() == pytest.approx(0.25)
+    for shift, scale in ((5.0, 1.0), (-3.0, 7.0), (0.0, 0.01)):
+        assert overfit_ratio(r * scale + shift, f * scale + shift, v * scale + shift).item() == pytest.approx(0.25)
+    assert overfit_ratio(r, r, v).item() == 0.0  # reals not above the fakes: no signal
+    assert overfit_ratio(f, r, v).item() == 0.0
+    assert overfit_ratio(r, f, f).item() == pytest.approx(1.0)  # held-out scored as fakes
+
+
 def test_ada_moves_p_towards_the_target_by_images_over_aug_kimg_and_clamps():
     s = AugmentStrength("ada", "bgc", 0.1, 0.6, 1.0, torch.device("cpu"), None, Distributed())
-    high, low = torch.tensor(0.9), torch.tensor(0.2)
+    high, low = _scores(0.9), _scores(0.2, real=-3.0, fake=-5.0)
     for _ in range(ADJUST_EVERY - 1):
         s.observe(high, 2)
     assert s.p.item() == pytest.approx(0.1)  # not yet: p moves every ADJUST_EVERY steps
@@ -99,8 +115,9 @@ def test_ada_moves_p_towards_the_target_by_images_over_aug_kimg_and_clamps():
     for _ in range(ADJUST_EVERY * 200):
         s.observe(high, 2)
     assert s.p.item() == 1.0
-    # the mean over the interval decides: 3 high and one very low average below the target
-    s.observe(high, 2), s.observe(high, 2), s.observe(high, 2), s.observe(torch.tensor(-1.0), 2)
+    # the ratio of the interval's mean scores decides: three steps at 0.9 and one whose
+    # held-out reals score far above the reals pool to (0.1 * 3 + 4) / 4 held: below the target
+    s.observe(high, 2), s.observe(high, 2), s.observe(high, 2), s.observe(_scores(-3.0), 2)
     assert s.p.item() == pytest.approx(1.0 - 2 * ADJUST_EVERY / 1000)
     for _ in range(ADJUST_EVERY * 200):
         s.observe(low, 2)
@@ -115,13 +132,13 @@ def test_ada_moves_p_towards_the_target_by_images_over_aug_kimg_and_clamps():
 
 def _ada_config(out, **kw):
     # aug_kimg tiny so that p moves visibly within a few steps
-    return tiny_config(out, aug="ada", aug_p=0.2, aug_kimg=0.05, **kw)
+    return tiny_config(out, aug="ada", aug_p=0.2, aug_kimg=0.05, holdout=16, **kw)
 
 
 def test_ada_resume_restores_p_and_weights_exactly(tmp_path):
     """Stopped mid-interval (6 steps: p moved once, two signals summed) and resumed: the same
     weights and the same p as an uninterrupted run, bit for bit."""
-    data = load_data(open_source(None, 64), 16)
+    data = load_data(open_source(None, 64 + 16), 16)  # 16 held-out faces after the 64
     total, n_steps = 10, 6
     straight = Trainer(_ada_config(tmp_path / "a"), data)
     assert straight.run(max_steps=total) == "paused"
@@ -148,14 +165,16 @@ def test_ada_resume_restores_p_and_weights_exactly(tmp_path):
 
 def test_p_and_the_signals_are_logged_and_on_the_tick_line(tmp_path):
     lines = []
-    data = load_data(open_source(None, 64), 16)
+    data = load_data(open_source(None, 64 + 16), 16)
     t = Trainer(_ada_config(tmp_path / "r"), data, echo=lines.append)
     t.run(max_steps=8)
     recs = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     logs = [r for r in recs if r["kind"] == "log"]
-    assert logs and all(0.0 <= r["aug_p"] <= 1.0 and -1.0 <= r["aug_rt"] <= 1.0 and -1 <= r["aug_rmid"] <= 1
-                        for r in logs)
-    assert any(" aug p " in line and " r " in line for line in lines if line.startswith("tick"))
+    assert logs and all(0.0 <= r["aug_p"] <= 1.0 for r in logs)
+    for r in logs:  # r_v of the record's mean scores
+        assert r["rv"] == pytest.approx(overfit_ratio(*torch.tensor([r["d_real"], r["d_fake"], r["d_heldout"]])).item(),
+                                        abs=1e-3)
+    assert any(" aug p " in line and " r_v " in line for line in lines if line.startswith("tick"))
 
 
 def _ada_ranks_worker(rank: int, port: int, out: str) -> None:
@@ -164,9 +183,10 @@ def _ada_ranks_worker(rank: int, port: int, out: str) -> None:
     dist = test_distributed._join(rank, port)
     try:
         s = AugmentStrength("ada", "bgc", 0.5, 0.6, 1.0, torch.device("cpu"), None, dist)
-        # rank 0 alone would raise p (signal 1 > 0.6), rank 1 alone lower it (0 < 0.6); over
-        # both, weighted by images, the mean is (6 * 1 + 2 * 0) / 8 = 0.75: up
-        signal, images = (torch.tensor(1.0), 6) if rank == 0 else (torch.tensor(0.0), 2)
+        # rank 0 alone would raise p (r_v 1 > 0.6), rank 1 alone lower it (0 < 0.6); over
+        # both, the mean scores weighted by images give held-out (6 * 0 + 2 * 1) / 8 = 0.25
+        # between reals 1 and fakes 0: r_v 0.75, up
+        signal, images = (_scores(1.0), 6) if rank == 0 else (_scores(0.0), 2)
         for _ in range(ADJUST_EVERY):
             s.observe(signal, images)
         torch.save(s.p.clone(), f"{out}/p{rank}.pt")

@@ -291,7 +291,7 @@ def test_torchrun_resumes_a_single_process_checkpoint(tmp_path):
 def test_torchrun_with_aug_ada_moves_p_alike_and_resumes_exactly(tmp_path):
     # p moves from the signal summed over both ranks (fast: --aug-kimg 0.01); a resume from
     # the end of 4px under 2 processes ends with the uninterrupted run's weights and p.
-    aug = ["--aug", "ada", "--aug-p", "0.2", "--aug-kimg", "0.01", "--batch", "8"]
+    aug = ["--aug", "ada", "--aug-p", "0.2", "--aug-kimg", "0.01", "--batch", "8", "--holdout", "16"]
     a, b = tmp_path / "a", tmp_path / "b"
     _torchrun("--out", str(a), *aug, *TINY, cwd=tmp_path)
     end = load_checkpoint(latest_checkpoint(a))

@@ -262,3 +262,20 @@ def assert_d_step_is(D, stats, D_ref, loss, want) -> None:
     assert_same_params(D, D_ref, 1e-12)
     for k in want:
         torch.testing.assert_close(stats[k], want[k], rtol=1e-12, atol=1e-12)
+
+
+def test_d_step_scores_held_out_reals_before_the_update_and_trains_as_without_them() -> None:
+    G, D = tiny_models()
+    D_ref, G_ref = copy.deepcopy(D), copy.deepcopy(G)
+    real, z_d, alpha, _ = batch()
+    held = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(4), dtype=F64)
+    fade = torch.tensor(0.6, dtype=F64)
+    with torch.no_grad():
+        want = D(held, fade).mean()  # the critic before this step's update
+    stats = make_steps(G, D, False).d_step(real, z_d, alpha, 8, fade, heldout=held)
+    torch.testing.assert_close(stats["d_heldout"], want, rtol=1e-12, atol=1e-12)
+    plain = make_steps(G_ref, D_ref, False).d_step(real, z_d, alpha, 8, fade)
+    assert "d_heldout" not in plain
+    assert_same_params(D, D_ref, 0.0)  # scoring them trained nothing
+    for k in plain:
+        assert torch.equal(stats[k], plain[k])

@@ -31,7 +31,8 @@ from fastpggan.commands.common import (
 )
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
-from fastpggan.data import DataError, ImageData, Source, check_labels, load_data, open_source
+from fastpggan.data import DataError, ImageData, Source, auto_holdout, check_labels, load_data, open_source
+from fastpggan.data.holdout import check_holdout
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import describe_impl
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
@@ -67,6 +68,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     check_impl_flag(v["impl"], v["device"])
     v["metrics"] = _metrics(v)
     source = _source(v["data"], v["num_faces"])
+    v["holdout"] = _holdout(v["holdout"], v["aug"], source)
     v["data"] = source.path or None
     v["out"] = _out(v["out"], source, v["resolution"])
     if v["cache_dir"]:
@@ -100,6 +102,21 @@ def _source(data: str | None, num_faces: int) -> Source:
     """``--data`` (or the built-in faces) opened: ``UsageError`` when it cannot be read."""
     with usage_errors(DataError):
         return open_source(data, num_faces)
+
+
+def _holdout(holdout: int | None, aug: str, source: Source) -> int:
+    """``--holdout``: as given, or when not given :func:`fastpggan.data.auto_holdout` for
+    ``--aug ada`` (which steers by them) and none otherwise. ``UsageError`` for ``--aug ada``
+    with none, or a folder it would empty."""
+    faces = source.kind == "faces"
+    if holdout is None:
+        holdout = auto_holdout(len(source), faces) if aug == "ada" else 0
+    if aug == "ada" and holdout < 1:
+        raise UsageError("--aug ada steers p by the critic's scores of held-out images: --holdout "
+                         "must be 1 or more (or left out)")
+    if not faces and holdout >= len(source):
+        raise UsageError(f"--holdout {holdout}: the data holds {len(source)} files, none would be left to train on")
+    return holdout
 
 
 def _out(out: str | None, source: Source, res: int) -> str:
@@ -321,13 +338,16 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
             echo(f"note: removed {len(removed)} leftover temp files of interrupted writes in {printable(str(out))}")
     try:
         state, path, damaged = pick_checkpoint(args, cfg)
-        source = open_source(cfg.data, cfg.num_faces)
+        # the built-in faces' held-out ones come after the --num-faces training faces
+        source = open_source(cfg.data, cfg.num_faces + (cfg.holdout if cfg.data is None else 0))
         if not dist.is_main:
             dist.barrier()  # rank 0 decodes and caches the images first; the others open its cache
         with usage_errors(DataError):
             # rank 0 verified the cache's contents (or built it) before the others open it
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers,
                              verify_contents=dist.is_main)
+        with usage_errors():
+            check_holdout(data.count, cfg.holdout)
         if cfg.cond:
             cfg = _with_classes(cfg, data, state, path)
     except (UsageError, DiskFullError, Interrupted):
@@ -345,7 +365,10 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
         echo(f"resuming from {printable(str(path))} at {state['progress']['images'] / 1000:.1f} kimg")
     for line in data.report():
         echo(line)
-    if (few := _few_images(data.count, cfg.batch[4], cfg.aug)) is not None:
+    if cfg.holdout:
+        echo(f"holdout: {cfg.holdout} of these images are kept out of training, for the critic's overfitting "
+             f"signal r_v" + (" (built-in faces past --num-faces)" if cfg.data is None else ""))
+    if (few := _few_images(data.count - cfg.holdout, cfg.batch[4], cfg.aug)) is not None:
         echo(few)
     if (slow := _slow_average(cfg)) is not None:
         echo(slow)

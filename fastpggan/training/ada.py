@@ -1,11 +1,12 @@
 """The augmentation strength of a run (``--aug``): fixed, or adapted to the critic's overfitting
 as ADA does, all on the training device.
 
-Every D step reports its overfitting signal (:data:`SIGNAL`, a 0-d tensor from
-:meth:`.steps.TrainSteps.d_step`); :meth:`AugmentStrength.observe` adds it to a sum on the
-device, and every :data:`ADJUST_EVERY` steps moves ``p`` towards the target: up by
-``images / (aug_kimg * 1000)`` while the signal's mean is above ``aug_target``, down while
-below, clamped to [0, 1]. Nothing is read back to the host; under torchrun the sums are
+Every D step reports the critic's mean scores of the reals, the fakes and a batch of held-out
+reals (``d_real``, ``d_fake``, ``d_heldout``: :meth:`.steps.TrainSteps.d_step`);
+:meth:`AugmentStrength.observe` adds them to sums on the device, and every
+:data:`ADJUST_EVERY` steps :func:`overfit_ratio` of the sums (ADA's ``r_v``) moves ``p``:
+up by ``images / (aug_kimg * 1000)`` while it is above ``aug_target``, down while below,
+clamped to [0, 1]. Nothing is read back to the host; under torchrun the sums are
 all-reduced first, so every rank moves ``p`` alike. ``p`` is one 0-d tensor that the
 :class:`fastpggan.augment.Augment` reads in place, so moving it recompiles nothing.
 
@@ -24,9 +25,17 @@ from fastpggan.training.distributed import Distributed
 
 # Steps between two moves of p (ADA's interval): its sums average the signal over that many.
 ADJUST_EVERY = 4
-# The d_step statistic that drives p: the midpoint form, not ADA's mean(sign(D(real))), which
-# under WGAN-GP follows the critic's free offset (see the README, "Small datasets").
-SIGNAL = "aug_rmid"
+
+
+def overfit_ratio(real: torch.Tensor, fake: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """ADA's validation heuristic ``r_v = (real - held) / (real - fake)`` from the critic's mean
+    scores (0-d tensors) of the training reals, the fakes and held-out reals: 0 when the critic
+    scores images it never trained on as it scores the training set, 1 when it scores them as
+    fakes. Free of the WGAN critic's offset and scale, unlike ADA's ``mean(sign(D(real)))``
+    (README, "Small datasets"). 0 while the critic does not yet score the reals above the fakes.
+    """
+    gap = real - fake
+    return torch.where(gap > 0, (real - held) / gap.clamp_min(1e-8), torch.zeros_like(gap))
 
 
 class AugmentStrength:
@@ -43,27 +52,29 @@ class AugmentStrength:
                  device: torch.device, generator: torch.Generator | None, dist: Distributed) -> None:
         self.mode, self.target, self.kimg, self.dist = mode, target, kimg, dist
         self.p = torch.full((), p0 if mode != "off" else 0.0, device=device)
-        # [sum of per-step signals weighted by the step's images, images] since the last move
-        self._acc = torch.zeros(2, device=device)
+        # [d_real, d_fake, d_heldout] each summed weighted by the step's images, and the images,
+        # since the last move
+        self._acc = torch.zeros(4, device=device)
         self._steps = 0
         self.augment = Augment(pipe, self.p, generator) if mode != "off" else None
 
-    def observe(self, signal: torch.Tensor, images: int) -> None:
-        """One D step's signal (0-d tensor, its mean over this rank's ``images`` reals); every
-        :data:`ADJUST_EVERY`-th call moves ``p`` (``"ada"`` only; no host sync)."""
+    def observe(self, stats: dict[str, torch.Tensor], images: int) -> None:
+        """One D step's statistics (0-d tensors ``d_real``, ``d_fake``, ``d_heldout``: means over
+        this rank's ``images`` reals); every :data:`ADJUST_EVERY`-th call moves ``p``
+        (``"ada"`` only; no host sync)."""
         if self.mode != "ada":
             return
-        # in place: no new tensor and no host copy per step
-        self._acc[0].add_(signal.detach(), alpha=images)
-        self._acc[1].add_(images)
+        # in place: no host copy per step
+        self._acc[:3].add_(torch.stack([stats["d_real"], stats["d_fake"], stats["d_heldout"]]), alpha=images)
+        self._acc[3].add_(images)
         self._steps += 1
         if self._steps % ADJUST_EVERY == 0:
             self._adjust()
 
     def _adjust(self) -> None:
         acc = self.dist.mean_(self._acc.clone()) * self.dist.world_size  # sums over the ranks
-        mean = acc[0] / acc[1].clamp_min(1.0)
-        step = torch.sign(mean - self.target) * acc[1] / (self.kimg * 1000.0)
+        real, fake, held = acc[:3] / acc[3].clamp_min(1.0)
+        step = torch.sign(overfit_ratio(real, fake, held) - self.target) * acc[3] / (self.kimg * 1000.0)
         self.p.add_(step).clamp_(0.0, 1.0)
         self._acc.zero_()
 

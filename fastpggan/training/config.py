@@ -174,6 +174,14 @@ class TrainConfig:
                   "moves), g (scale, rotation, anisotropy, fractional moves), c (brightness, "
                   "contrast, luma flip, hue, saturation) (default: %(default)s)", "CLASSES",
                   parse=check_pipe))
+    holdout: int = setting(
+        0, resume=fixed("the run trains on the other images", applies=lambda c: c.get("data") is not None),
+        limit=Limit(0, 1_000_000, integer=True),
+        flag=Flag("--holdout", "images kept out of training, scored by the critic beside the "
+                  "training reals to measure its overfitting (r_v, logged; the signal of --aug ada): "
+                  "with the built-in faces, extra faces past --num-faces; with --data, that many of "
+                  "its images, chosen by --seed (default: 0, or with --aug ada 1000 built-in faces "
+                  "or 10%% of the folder's images, at most 1000)", "N", default=None))
     ema_beta: float = setting(
         0.999, resume=MAY, limit=Limit(0.0, 1.0, hi_open=True),
         flag=Flag("--ema-beta", "per-step decay of the generator average used for samples "

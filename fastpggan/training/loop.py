@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from fastpggan.console import printable
-from fastpggan.data import ImageData
+from fastpggan.data import ImageData, split_holdout
 from fastpggan.errors import stop_signals
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.ada import AugmentStrength
@@ -78,7 +78,14 @@ class Trainer:
         dist: Distributed | None = None,
     ) -> None:
         self.dist = dist if dist is not None else Distributed()
-        self.cfg, self.data = cfg, data
+        # --holdout: the images D never trains on, scored beside the training reals (the
+        # built-in faces' are extra faces loaded after the --num-faces ones)
+        if cfg.aug == "ada" and cfg.holdout < 1:
+            raise ValueError("--aug ada steers by held-out images: it needs --holdout 1 or more")
+        train, held = split_holdout(data.count, cfg.holdout, cfg.seed, tail=cfg.data is None)
+        self.heldout = data.take(held) if cfg.holdout else None
+        self.cfg, self.data = cfg, data.take(train) if cfg.holdout else data
+        data = self.data
         self.dist.check_batches(cfg.batch, cfg.resolution)
         # every line printable whatever the terminal (file names need not be text)
         self.echo = (lambda line: echo(printable(line))) if self.dist.is_main else (lambda line: None)
@@ -113,6 +120,7 @@ class Trainer:
         )
         self.compiled_segments: set[tuple[int, bool]] = set()  # whose compile time was reported
         self.fade_t = torch.zeros((), device=self.device)
+        self.zero = torch.zeros((), device=self.device)  # a statistic a run does not measure
         # Conditional: every real's class, int64 [N] on the device (G's step draws its labels
         # from them, so classes come at the data's frequencies, as the authors draw them).
         self.train_labels = torch.from_numpy(np.asarray(data.labels)).to(self.device) if K else None

@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from fastpggan.atomic import DiskFullError, atomic_write
 from fastpggan.data import RealBatches
+from fastpggan.data.holdout import HOLDOUT_STREAM
 from fastpggan.layers import downsample2x, upsample2x
 from fastpggan.sampling import make_grid, sample
-from fastpggan.training.ada import SIGNAL
+from fastpggan.training.ada import overfit_ratio
 from fastpggan.training.checkpoint import latest_checkpoint
 from fastpggan.training.distributed import Distributed, StopVote
 from fastpggan.training.resume_policy import show_value
@@ -40,8 +41,8 @@ if TYPE_CHECKING:  # for the annotation only: loop imports this module
     from fastpggan.training.loop import Trainer
 
 Fade = float | torch.Tensor
-# the losses, the overfitting signals (TrainSteps.d_step) and the augmentation strength p
-STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss", "aug_rt", "aug_rmid", "aug_p")
+# the losses, D's mean score of held-out reals (with --holdout) and the augmentation strength p
+STAT_NAMES = ("d_loss", "d_real", "d_fake", "gp", "g_loss", "d_heldout", "aug_p")
 
 
 class NonFinite(Exception):
@@ -114,6 +115,7 @@ class Run:
         self.log = RunLog(t.out, self.cfg.tensorboard, enabled=self.dist.is_main)
         self.stats = RunningStats(t.device, self.progress.images)
         self._feed: RealBatches | None = None  # the current phase's (_enter)
+        self._held_feed: RealBatches | None = None  # its held-out reals (--holdout)
         self._bar: tqdm | None = None
         self._phase_idx = -1
         self._vote = StopVote(self.dist)
@@ -194,6 +196,10 @@ class Run:
                                      pr.images, t.device, cfg.workers, rank=self.dist.rank,
                                      world_size=self.dist.world_size,
                                      labels=t.data.labels if t.train_labels is not None else None)
+            if t.heldout is not None:  # a batch per step, drawn as the training reals are
+                self._held_feed = RealBatches(t.heldout.levels[res], self.dist.local_batch(cfg.batch[res]),
+                                              cfg.seed + HOLDOUT_STREAM, pr.images, t.device, cfg.workers,
+                                              rank=self.dist.rank, world_size=self.dist.world_size)
             for opt in (t.opt_g, t.opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -221,6 +227,7 @@ class Run:
         fade: Fade = 1.0 if pos.stable else t.fade_t.fill_(pos.fade)
         x, flip, *labels = next(self._feed)  # a conditional run's feed adds the reals' classes
         real = prepare_reals(x, flip, fade, cfg.mirror)
+        held = prepare_reals(*next(self._held_feed), fade, cfg.mirror) if self._held_feed is not None else None
         z_d = torch.randn(B, cfg.latent_dim, device=t.device, generator=t.gen)
         alpha = torch.rand(B, 1, 1, 1, device=t.device, generator=t.gen)
         z_g = torch.randn(B, cfg.latent_dim, device=t.device, generator=t.gen)
@@ -231,7 +238,7 @@ class Run:
             g_labels = t.train_labels[pick]
         first_compile = cfg.compile and (res, pos.stable) not in t.compiled_segments
         t_compile = time.perf_counter()
-        stats = t.steps.d_step(real, z_d, alpha, res, fade, pr.step, labels=d_labels)
+        stats = t.steps.d_step(real, z_d, alpha, res, fade, pr.step, labels=d_labels, heldout=held)
         g_loss = t.steps.g_step(z_g, res, fade, labels=g_labels)
         if first_compile:  # this step traced and compiled new graphs: report the time
             t.compiled_segments.add((res, pos.stable))
@@ -241,9 +248,9 @@ class Run:
             self.log.record("event", pr.images, event="compile", res=res, phase=kind, seconds=round(secs, 2))
             self.echo(f"compiled the {res}px {kind} step in {secs:.1f}s")
         ema_update(t.G_ema, t.G, cfg.ema_beta)
-        self.stats.add(torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss, stats["aug_rt"],
-                                    stats["aug_rmid"], t.aug.p]))
-        t.aug.observe(stats[SIGNAL], B)  # after the record of the p this step used
+        self.stats.add(torch.stack([*(stats[k] for k in STAT_NAMES[:4]), g_loss, stats.get("d_heldout", t.zero),
+                                    t.aug.p]))
+        t.aug.observe(stats, B)  # after the record of the p this step used
         pr.images += B * W
         pr.step += 1
         self._bar.update(min(B * W, pos.phase.end - pos.phase.start - self._bar.n))
@@ -278,6 +285,11 @@ class Run:
         means = self.stats.means(self.dist)
         speed = (pr.images - self.stats.images) / max(t - self.stats.t, 1e-9)
         vals = {k: round(v, 5) for k, v in zip(STAT_NAMES, means)}
+        if self.trainer.heldout is None:
+            del vals["d_heldout"]
+        else:  # the overfitting signal over the record's steps (what --aug ada steers by)
+            real, fake, held = (torch.tensor(means[STAT_NAMES.index(k)]) for k in ("d_real", "d_fake", "d_heldout"))
+            vals["rv"] = round(overfit_ratio(real, fake, held).item(), 5)
         self.log.record("log", pr.images, res=pos.phase.res, fade=round(pos.fade, 4), lod=round(pos.lod, 4),
                         batch=cfg.batch[pos.phase.res], lr=cfg.lr[pos.phase.res],
                         epoch=round(self.epoch, 3), img_per_s=round(speed, 2), **vals)
@@ -303,8 +315,9 @@ class Run:
             kind = "phase_end" if due.phase_end else "tick"
             self.log.record(kind, pr.images, res=res, fade=round(pos.fade, 4), grid=grid.name)
             div, warning = self._measure_diversity(pos, samples) if t.collapse is not None else ("", None)
-            # p and the signal that moves it (ada.SIGNAL)
-            aug = f"  aug p {vals['aug_p']:.3f} r {vals[SIGNAL]:.3f}" if self.cfg.aug != "off" else ""
+            # p, and the overfitting signal that moves it (--aug ada) or is only watched
+            aug = f"  aug p {vals['aug_p']:.3f}" if self.cfg.aug != "off" else ""
+            aug += f"  r_v {vals['rv']:.3f}" if "rv" in vals else ""
             self.echo(
                 f"{kind} {pr.images / 1000:.1f} kimg  epoch {self.epoch:.2f}  {res}px fade {pos.fade:.2f}  "
                 f"{speed:.1f} img/s  D {vals['d_loss']:.3f} G {vals['g_loss']:.3f}  gp {vals['gp']:.3f}{aug}{div}"

@@ -248,6 +248,7 @@ class TrainSteps:
         fade: Fade,
         step: int = 0,
         labels: torch.Tensor | None = None,
+        heldout: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """One critic update on ``real`` ``[B, 3, res, res]`` (fp32) and ``G(z)``.
 
@@ -255,11 +256,10 @@ class TrainSteps:
         ``step % gp_every == 0``. ``labels``: the reals' classes, int64 ``[B]`` (conditional
         runs only): the fakes are made with them and both label terms are added. Returns
         detached 0-d statistics ``d_loss, d_real, d_fake, gp`` (``gp`` is the latest penalty
-        taken), with labels ``d_cond`` (the two label terms), and the overfitting signals of
-        the reals' scores ``s`` (as D saw them, augmented or not): ``aug_rt = mean(sign(s))``
-        (ADA's) and ``aug_rmid = mean(sign(s - (mean(s) + mean(D(fake))) / 2))`` (the share of
-        reals on the real side of the midpoint between the two means, minus the share on the
-        other side).
+        taken), with labels ``d_cond`` (the two label terms), and with ``heldout`` (held-out
+        reals, prepared as ``real`` is; never trained on) ``d_heldout``: D's mean score of them
+        as it sees them (augmented like the reals), without grad; the overfitting signal
+        compares it with ``d_real`` and ``d_fake`` (:func:`.ada.overfit_ratio`).
         """
         gp_lambda = self.gp_lambda * self.gp_every
         g_args = () if labels is None else (labels,)
@@ -293,10 +293,9 @@ class TrainSteps:
         if gp is not None:
             self._last_gp = stats["gp"]
         stats["gp"] = self._last_gp if self._last_gp is not None else torch.zeros_like(stats["d_loss"])
-        with torch.no_grad():
-            stats["aug_rt"] = real_scores.sign().mean()
-            mid = (real_scores.mean() + fake_scores.detach().mean()) / 2
-            stats["aug_rmid"] = (real_scores - mid).sign().mean()
+        if heldout is not None:  # scored before the update, by the D that scored the reals
+            with torch.no_grad(), self._autocast():
+                stats["d_heldout"] = _full(self.D_seen_run(heldout, fade)).mean()
         if self.grad_sync is not None:
             self.grad_sync(self.D)
         self.scaler_d.step(self.opt_d)
