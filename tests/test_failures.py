@@ -563,18 +563,25 @@ def test_zip_members_of_one_name_after_the_first_are_skipped_and_counted(tmp_pat
     assert "same.png 10 times" in warned
 
 
-def test_too_few_images_get_one_warning(tmp_path, capsys):
+def test_too_few_images_for_the_run_get_one_warning(tmp_path, capsys):
+    from fastpggan.commands.train import MANY_EPOCHS, _few_images
+
     assert main([*RUN8, "--out", str(tmp_path / "a"), "--num-faces", "4"]) == 0
     said = capsys.readouterr().out.splitlines()
     (warned,) = [ln for ln in said if ln.startswith("warning: the data holds")]
     assert warned.startswith("warning: the data holds 4 images, fewer than one minibatch at 4px (8)")
-    assert main([*RUN8, "--out", str(tmp_path / "b")]) == 0
+    assert main([*RUN8, "--out", str(tmp_path / "b")]) == 0  # 24 images shown of 32: fine
+    assert "warning: the run shows" not in capsys.readouterr().out
+    many = ["--num-faces", "8", "--total-kimg", "0.45"]  # each face about 56 times
+    assert main([*RUN8, "--out", str(tmp_path / "c"), *many]) == 0
     said = capsys.readouterr().out
-    assert said.count("warning: the data holds only 32 images (under 2000)") == 1
+    assert said.count("warning: the run shows each of its 8 training images about 56 times; past 50") == 1
     assert said.count("--aug ada (README, Small datasets)") == 1  # the one line names it
-    assert main([*RUN8, "--out", str(tmp_path / "c"), "--aug", "fixed", "--aug-p", "0.1"]) == 0
+    assert main([*RUN8, "--out", str(tmp_path / "d"), *many, "--aug", "fixed", "--aug-p", "0.1"]) == 0
     said = capsys.readouterr().out
-    assert said.count("warning: the data holds only 32 images") == 1 and "--aug ada" not in said
+    assert said.count("warning: the run shows each of its 8") == 1 and "--aug ada" not in said
+    assert _few_images(100, 8, 100 * MANY_EPOCHS, "off") is None  # at the line: no warning
+    assert _few_images(100, 8, 100 * MANY_EPOCHS + 1, "off") is not None
 
 
 def test_an_unlistable_folder_is_called_a_folder_and_names_stay_on_one_line(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from PIL import Image
 from fastpggan.__main__ import main
 from fastpggan.data import auto_holdout, load_data, open_source, split_holdout
 from fastpggan.data.holdout import FACES_HOLDOUT, Rows, rows
-from fastpggan.training import Trainer
+from fastpggan.training import Trainer, latest_checkpoint, load_checkpoint
 from tests.test_train import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,12 +109,15 @@ def test_aug_ada_without_held_out_images_is_refused_in_one_line(tmp_path, capsys
 def test_a_folder_holdout_takes_a_tenth_and_must_leave_images_to_train_on(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for i in range(20):
-        Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(folder / f"{i:02d}.png")
-    assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "bad"), "--holdout", "20"]) == 2
+    for i in range(10):
+        Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(folder / f"{i:02d}.png")
+    assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "bad"), "--holdout", "10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--holdout 20: the data holds 20 files" in err[0]
-    assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "r"), "--aug", "ada"]) == 0
+    assert len(err) == 1 and "--holdout 10: the data holds 10 files" in err[0]
+    # 500 images shown: 56 passes over the 9 it trains on (the warning counts those)
+    assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "r"), "--aug", "ada", "--total-kimg", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "holdout: 2 of these images are kept out of training" in out
-    assert "the data holds only 18 images" in out  # the warning counts what it trains on
+    assert "holdout: 1 of these images are kept out of training" in out
+    assert "warning: the run shows each of its 9 training images about 56 times" in out
+    state = load_checkpoint(latest_checkpoint(tmp_path / "r"))
+    assert state["config"]["holdout"] == 1 and 0.0 <= state["augment"]["p"].item() <= 1.0
