@@ -158,7 +158,7 @@ def test_ada_resume_restores_p_and_weights_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
     # the target may change on resume; the pipeline may not
     moved = Trainer(_ada_config(tmp_path / "b", aug_target=0.9), data, resume=ckpt)
-    assert moved.resumed_changes["aug_target"] == [0.6, 0.9] and torch.equal(moved.aug.p, p_then)
+    assert moved.resumed_changes["aug_target"] == [0.05, 0.9] and torch.equal(moved.aug.p, p_then)
     with pytest.raises(ValueError, match="--aug-pipe"):
         Trainer(_ada_config(tmp_path / "b", aug_pipe="gc"), data, resume=ckpt)
 

@@ -161,9 +161,11 @@ class TrainConfig:
                   "with --aug ada (a resumed ada run keeps its checkpoint's p) (default: "
                   "%(default)s)", "P"))
     aug_target: float = setting(
-        0.6, resume=MAY, limit=Limit(0.0, 1.0),
-        flag=Flag("--aug-target", "--aug ada raises p while the overfitting signal is above "
-                  "this, lowers it while below (default: %(default)s, ADA's)", "T"))
+        0.05, resume=MAY, limit=Limit(0.0, 1.0),
+        flag=Flag("--aug-target", "--aug ada raises p while the critic's overfitting r_v "
+                  "(held-out reals scored between the training reals, 0, and the fakes, 1) is "
+                  "above this, lowers it while below (default: %(default)s, measured: README, "
+                  "Small datasets)", "T"))
     aug_kimg: float = setting(
         500.0, resume=MAY, limit=Limit(0.0, BIG_KIMG, lo_open=True),
         flag=Flag("--aug-kimg", "--aug ada moves p by at most 1 per this many thousand images "
