@@ -118,6 +118,7 @@ def test_a_folder_holdout_takes_a_tenth_and_must_leave_images_to_train_on(tmp_pa
     assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "r"), "--aug", "ada", "--total-kimg", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "holdout: 1 of these images are kept out of training" in out
+    assert out.count("warning: --holdout 1: r_v from fewer than 100 held-out images is too noisy") == 1
     assert "warning: the run shows each of its 9 training images about 56 times" in out
     state = load_checkpoint(latest_checkpoint(tmp_path / "r"))
     assert state["config"]["holdout"] == 1 and 0.0 <= state["augment"]["p"].item() <= 1.0

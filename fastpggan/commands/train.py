@@ -32,7 +32,7 @@ from fastpggan.commands.common import (
 from fastpggan.commands.setting_flags import add_setting_flags, flag_values
 from fastpggan.console import printable
 from fastpggan.data import DataError, ImageData, Source, auto_holdout, check_labels, load_data, open_source
-from fastpggan.data.holdout import check_holdout
+from fastpggan.data.holdout import STEADY_HOLDOUT, check_holdout
 from fastpggan.errors import Interrupted, RunStopped, UsageError, stop_signals, usage_errors
 from fastpggan.ops import describe_impl
 from fastpggan.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_newest_good
@@ -370,6 +370,9 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
     if cfg.holdout:
         echo(f"holdout: {cfg.holdout} of these images are kept out of training, for the critic's overfitting "
              f"signal r_v" + (" (built-in faces past --num-faces)" if cfg.data is None else ""))
+    if cfg.aug == "ada" and cfg.holdout < STEADY_HOLDOUT:
+        echo(f"warning: --holdout {cfg.holdout}: r_v from fewer than {STEADY_HOLDOUT} held-out images is "
+             f"too noisy to steer p by (README, Small datasets); hold out more or use --aug fixed")
     if (few := _few_images(data.count - cfg.holdout, cfg.batch[4], cfg.schedule().total_images, cfg.aug)) is not None:
         echo(few)
     if (slow := _slow_average(cfg)) is not None:

@@ -18,6 +18,9 @@ import numpy as np
 FACES_HOLDOUT = 1000
 FOLDER_SHARE = 0.1
 FOLDER_MAX = 1000
+# r_v from fewer held-out images scatters too much to steer by: about +-0.12 with 20, +-0.05
+# with 100, against an overfitting signal of 0.1 to 0.2 (bench/RESULTS.md, 2026-12-03)
+STEADY_HOLDOUT = 100
 # the held-out images' random stream (which a folder holds out, the order they are scored in):
 # its own, so that changing how training draws never moves them
 HOLDOUT_STREAM = 0x401D
