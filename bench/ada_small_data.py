@@ -52,7 +52,7 @@ def signals(run: Path) -> list[dict]:
     return out
 
 
-def critic_rv(state: dict, train: torch.Tensor, held: torch.Tensor, res: int, fade: float) -> dict:
+def critic_rv(state: dict, train: torch.Tensor, held: torch.Tensor) -> dict:
     """The checkpoint's critic on un-augmented images: mean scores of the training faces, of
     as many held-out faces and of the trained G's samples, and ADA's validation form
     ``r_v = (train - held) / (train - fakes)`` (0: the critic scores unseen faces as it scores
@@ -62,7 +62,7 @@ def critic_rv(state: dict, train: torch.Tensor, held: torch.Tensor, res: int, fa
                       label_size=cfg.label_size)
     D.load_state_dict(state["D"])
     D.eval().requires_grad_(False)
-    G, _, _ = generator_of(dict(state, G_ema=state["G"]))
+    G, res, fade = generator_of(dict(state, G_ema=state["G"]))
     z = torch.randn(train.shape[0], G.latent_dim, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         score = lambda x: torch.cat([D(part, fade) for part in x.split(250)]).flatten()
@@ -83,7 +83,7 @@ def critic_rv(state: dict, train: torch.Tensor, held: torch.Tensor, res: int, fa
 def measure(ckpt: Path, train: torch.Tensor, held: torch.Tensor, held_swd: torch.Tensor, n: int,
             weights: str = "G_ema") -> dict:
     state = load_checkpoint(ckpt)
-    critic = critic_rv(state, train, held, *generator_of(state)[1:])
+    critic = critic_rv(state, train, held)
     if weights == "G":  # the trained generator, not its average (short runs: the average lags)
         state = dict(state, G_ema=state["G"])
     G, res, fade = generator_of(state)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fastpggan.__main__ import main
 from fastpggan.data import auto_holdout, load_data, open_source, split_holdout
-from fastpggan.data.holdout import FACES_HOLDOUT, Rows, rows
+from fastpggan.data.holdout import FACES_HOLDOUT, Rows, check_holdout, rows
 from fastpggan.training import Trainer, latest_checkpoint, load_checkpoint
 from tests.test_train import tiny_config
 
@@ -35,6 +35,9 @@ def test_a_folder_holds_out_a_seeded_draw_from_all_of_it():
     for bad in (7, 8, -1):
         with pytest.raises(ValueError, match=f"--holdout {bad} of 7 images"):
             split_holdout(7, bad, seed=5, tail=False)
+    check_holdout(7, 0)  # none held out: fine, unless --aug ada is to steer by them
+    with pytest.raises(ValueError, match="--aug ada steers p by"):
+        check_holdout(7, 0, "ada")
 
 
 def test_auto_holdout():
@@ -113,7 +116,7 @@ def test_a_folder_holdout_takes_a_tenth_and_must_leave_images_to_train_on(tmp_pa
         Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(folder / f"{i:02d}.png")
     assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "bad"), "--holdout", "10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--holdout 10: the data holds 10 files" in err[0]
+    assert len(err) == 1 and "--holdout 10 of 10 images leaves none to train on" in err[0]
     # 500 images shown: 56 passes over the 9 it trains on (the warning counts those)
     assert main([*TINY, "--data", str(folder), "--out", str(tmp_path / "r"), "--aug", "ada", "--total-kimg", "0.5"]) == 0
     out = capsys.readouterr().out

@@ -107,15 +107,13 @@ def _source(data: str | None, num_faces: int) -> Source:
 def _holdout(holdout: int | None, aug: str, source: Source) -> int:
     """``--holdout``: as given, or when not given :func:`fastpggan.data.auto_holdout` for
     ``--aug ada`` (which steers by them) and none otherwise. ``UsageError`` for ``--aug ada``
-    with none, or a folder it would empty."""
+    with none, or a folder it would empty (:func:`fastpggan.data.holdout.check_holdout`; the
+    built-in faces' are extra ones)."""
     faces = source.kind == "faces"
     if holdout is None:
         holdout = auto_holdout(len(source), faces) if aug == "ada" else 0
-    if aug == "ada" and holdout < 1:
-        raise UsageError("--aug ada steers p by the critic's scores of held-out images: --holdout "
-                         "must be 1 or more (or left out)")
-    if not faces and holdout >= len(source):
-        raise UsageError(f"--holdout {holdout}: the data holds {len(source)} files, none would be left to train on")
+    with usage_errors():
+        check_holdout(len(source) + (holdout if faces else 0), holdout, aug)
     return holdout
 
 
@@ -348,8 +346,8 @@ def _train(args: argparse.Namespace, cfg: TrainConfig, dist: Distributed, create
             # rank 0 verified the cache's contents (or built it) before the others open it
             data = load_data(source, cfg.resolution, cfg.cache_dir, cfg.workers,
                              verify_contents=dist.is_main)
-        with usage_errors():
-            check_holdout(data.count, cfg.holdout)
+        with usage_errors():  # a folder's unreadable files are known only now
+            check_holdout(data.count, cfg.holdout, cfg.aug)
         if cfg.cond:
             cfg = _with_classes(cfg, data, state, path)
     except (UsageError, DiskFullError, Interrupted):

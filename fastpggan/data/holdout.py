@@ -26,8 +26,12 @@ STEADY_HOLDOUT = 100
 HOLDOUT_STREAM = 0x401D
 
 
-def check_holdout(count: int, holdout: int) -> None:
-    """``ValueError`` (one line) unless ``holdout`` of ``count`` images leaves some to train on."""
+def check_holdout(count: int, holdout: int, aug: str = "off") -> None:
+    """``ValueError`` (one line) unless ``holdout`` of ``count`` images leaves some to train on
+    and, with ``aug == "ada"`` (which steers by them), holds at least one out."""
+    if aug == "ada" and holdout < 1:
+        raise ValueError("--aug ada steers p by the critic's scores of held-out images: --holdout "
+                         "must be 1 or more (or left out)")
     if not 0 <= holdout < count:
         raise ValueError(f"--holdout {holdout} of {count} images leaves none to train on")
 

@@ -64,8 +64,9 @@ class AugmentStrength:
         (``"ada"`` only; no host sync)."""
         if self.mode != "ada":
             return
-        # in place: no host copy per step
-        self._acc[:3].add_(torch.stack([stats["d_real"], stats["d_fake"], stats["d_heldout"]]), alpha=images)
+        # in place: no new tensor and no host copy per step
+        for i, k in enumerate(("d_real", "d_fake", "d_heldout")):
+            self._acc[i].add_(stats[k], alpha=images)
         self._acc[3].add_(images)
         self._steps += 1
         if self._steps % ADJUST_EVERY == 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastpggan.augment import DEFAULT_PIPE, check_pipe
+from fastpggan.data.holdout import FACES_HOLDOUT, FOLDER_MAX, FOLDER_SHARE
 from fastpggan.metrics.diversity import DEFAULT_THRESHOLD
 from fastpggan.networks import check_resolution
 from fastpggan.ranges import Limit
@@ -182,8 +183,9 @@ class TrainConfig:
         flag=Flag("--holdout", "images kept out of training, scored by the critic beside the "
                   "training reals to measure its overfitting (r_v, logged; the signal of --aug ada): "
                   "with the built-in faces, extra faces past --num-faces; with --data, that many of "
-                  "its images, chosen by --seed (default: 0, or with --aug ada 1000 built-in faces "
-                  "or 10%% of the folder's images, at most 1000)", "N", default=None))
+                  f"its images, chosen by --seed (default: 0, or with --aug ada {FACES_HOLDOUT} built-in "
+                  f"faces or {round(FOLDER_SHARE * 100)}%% of the folder's images, at most {FOLDER_MAX})",
+                  "N", default=None))
     ema_beta: float = setting(
         0.999, resume=MAY, limit=Limit(0.0, 1.0, hi_open=True),
         flag=Flag("--ema-beta", "per-step decay of the generator average used for samples "

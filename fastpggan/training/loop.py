@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from fastpggan.console import printable
 from fastpggan.data import ImageData, split_holdout
+from fastpggan.data.holdout import check_holdout
 from fastpggan.errors import stop_signals
 from fastpggan.networks import Discriminator, Generator
 from fastpggan.training.ada import AugmentStrength
@@ -80,8 +81,7 @@ class Trainer:
         self.dist = dist if dist is not None else Distributed()
         # --holdout: the images D never trains on, scored beside the training reals (the
         # built-in faces' are extra faces loaded after the --num-faces ones)
-        if cfg.aug == "ada" and cfg.holdout < 1:
-            raise ValueError("--aug ada steers by held-out images: it needs --holdout 1 or more")
+        check_holdout(data.count, cfg.holdout, cfg.aug)
         train, held = split_holdout(data.count, cfg.holdout, cfg.seed, tail=cfg.data is None)
         self.heldout = data.take(held) if cfg.holdout else None
         self.cfg, self.data = cfg, data.take(train) if cfg.holdout else data
